@@ -1,0 +1,65 @@
+"""Plain records the counter produces and the formatters read. Bytes stay bytes; units are the formatter's job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Counts:
+    """MACs, other ops and bytes moved, summed over ops. FLOPs = 2 × MACs."""
+
+    macs: int = 0
+    other_ops: int = 0
+    bytes: int = 0
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    @property
+    def intensity(self) -> float:
+        """Arithmetic intensity, FLOPs per byte moved (0 where nothing moved)."""
+        return self.flops / self.bytes if self.bytes else 0.0
+
+    def add(self, other: Counts) -> None:
+        self.macs += other.macs
+        self.other_ops += other.other_ops
+        self.bytes += other.bytes
+
+
+@dataclass
+class LayerStats(Counts):
+    """One row: a leaf module, a container's own ops (``kind="own"``: functional calls in its ``forward``, not its
+    children's), or with ``--depth`` a whole subtree (``kind="subtree"``)."""
+
+    name: str = ""
+    type: str = ""
+    output_shape: tuple[int, ...] | None = None
+    params: int = 0
+    kind: str = "leaf"
+
+
+@dataclass
+class ModelStats:
+    """Counts of one model at one input shape, per layer in execution order, for inference or one training step.
+
+    ``phases`` splits the totals into forward and backward for a training step. ``uncounted_ops`` names ops that ran
+    without a MAC/other-ops rule (their bytes are counted) with their call counts."""
+
+    model: str
+    input_shape: tuple[int, ...]
+    mode: str  # "inference" | "train"
+    params: int
+    layers: list[LayerStats]
+    uncounted_ops: dict[str, int] = field(default_factory=dict)
+    phases: dict[str, Counts] = field(default_factory=dict)
+    dtype: str = "float32"
+    source: str = ""
+
+    @property
+    def totals(self) -> Counts:
+        total = Counts()
+        for layer in self.layers:
+            total.add(layer)
+        return total

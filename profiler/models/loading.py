@@ -1,0 +1,260 @@
+"""Resolve a model name, build it without real memory, size its lazy layers, and find the smallest input it takes.
+
+Models are built on the meta device (shapes, no storage), so a VGG at 224 costs nothing to create. Constructors that
+compute with tensors (torchvision's RegNet) fail on meta; they are built on the CPU and moved to meta. A dry forward
+at batch 1 sizes the ``nn.LazyLinear`` layers and shows whether the input is large enough.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
+
+from profiler.errors import ProfilerError
+from profiler.models.zoo import ZOO
+from profiler.scopes import ModuleScopes, named_modules
+
+#: Largest accepted input height/width. Beyond it a single fp32 activation of a 64-channel layer passes 16 GiB.
+MAX_SIZE = 8192
+
+TORCHVISION_PREFIX = "torchvision:"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A resolved model name. ``make(channels, classes)`` constructs it on the current default device; for
+    torchvision models and factories the channels only shape the input, and ``classes`` is None unless asked."""
+
+    name: str
+    family: str
+    source: str
+    default_size: int
+    default_channels: int
+    make: Callable[[int, int | None], nn.Module]
+    external: bool = False
+
+    def input_shape(self, batch: int, size: int, channels: int | None = None) -> tuple[int, int, int, int]:
+        """(batch, channels, size, size) with this model's default channel count where none is given."""
+        return (batch, channels or self.default_channels, size, size)
+
+
+def zoo_names() -> list[str]:
+    """Every name the zoo answers to, aliases included, sorted."""
+    return sorted([*ZOO, *(a for e in ZOO.values() for a in e.aliases)])
+
+
+def resolve(name: str) -> ModelSpec:
+    """Turn a zoo name, ``torchvision:NAME`` or ``module.path:callable`` into a :class:`ModelSpec`.
+
+    Raises :class:`ProfilerError` naming the closest zoo names for an unknown one.
+    """
+    if name.startswith(TORCHVISION_PREFIX):
+        return _torchvision_spec(name[len(TORCHVISION_PREFIX):])
+    if ":" in name:
+        return _factory_spec(name)
+    for entry in ZOO.values():
+        if name == entry.name or name in entry.aliases:
+            return ModelSpec(entry.name, entry.family, entry.source, entry.default_size, 1,
+                             lambda channels, classes, b=entry.builder: b(channels, 10 if classes is None else classes))
+    close = difflib.get_close_matches(name.lower(), zoo_names(), n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    raise ProfilerError(f"unknown model '{name}': {hint}`python -m profiler models` lists the zoo; "
+                        "torchvision:NAME and module.path:callable also work")
+
+
+def _torchvision_spec(arch: str) -> ModelSpec:
+    import torchvision.models
+
+    available = torchvision.models.list_models(module=torchvision.models)
+    if arch not in available:
+        close = difflib.get_close_matches(arch, available, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join('torchvision:' + c for c in close)}? " if close else ""
+        raise ProfilerError(f"torchvision has no classification model '{arch}': {hint}"
+                            "see torchvision.models.list_models(module=torchvision.models)")
+    weights = torchvision.models.get_model_weights(arch)
+    transforms = next(iter(weights)).transforms
+    crop = getattr(transforms, "keywords", {}).get("crop_size", 224)
+
+    def make(channels: int, classes: int | None) -> nn.Module:
+        kwargs = {} if classes is None else {"num_classes": classes}
+        return torchvision.models.get_model(arch, **kwargs)
+
+    return ModelSpec(f"torchvision:{arch}", "torchvision", f"torchvision.models.{arch}", int(crop), 3, make,
+                     external=True)
+
+
+def _factory_spec(name: str) -> ModelSpec:
+    module_path, _, attr = name.partition(":")
+    if not module_path or not attr:
+        raise ProfilerError(f"'{name}' is not a model: write a zoo name, torchvision:NAME or module.path:callable")
+    try:
+        module = importlib.import_module(module_path)
+    except ImportError as err:
+        raise ProfilerError(f"cannot import '{module_path}' for {name}: {err}; check the module path and "
+                            "PYTHONPATH (run from the folder that holds the package)") from None
+    except Exception as err:  # the user's module failed while importing
+        raise ProfilerError(f"importing '{module_path}' for {name} raised {type(err).__name__}: "
+                            f"{_first_line(err)}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ProfilerError(f"module '{module_path}' has no callable '{attr}'; name a function or class that "
+                            "returns an nn.Module and takes no arguments")
+
+    def make(channels: int, classes: int | None) -> nn.Module:
+        if classes is not None:
+            raise ProfilerError(f"--classes cannot be applied to {name}: the factory decides its classes; "
+                                "leave --classes out")
+        return factory()
+
+    return ModelSpec(name, "factory", f"{module_path}.{attr}()", 224, 3, make, external=True)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _construct(spec: ModelSpec, channels: int, classes: int | None) -> nn.Module:
+    """Construct on meta; if the constructor computes with tensors, construct on the CPU and move to meta."""
+    try:
+        with torch.device("meta"):
+            model = spec.make(channels, classes)
+    except ProfilerError:
+        raise
+    except Exception:
+        if not spec.external:
+            raise
+        try:
+            model = spec.make(channels, classes)
+        except ProfilerError:
+            raise
+        except Exception as err:
+            raise ProfilerError(f"{spec.name} raised {type(err).__name__} while building: {_first_line(err)}") \
+                from None
+        model = model.to("meta")
+    if not isinstance(model, nn.Module):
+        raise ProfilerError(f"{spec.name} returned {type(model).__name__}, not a torch.nn.Module; make the factory "
+                            "return the model")
+    return model
+
+
+class ForwardFailed(Exception):
+    """A model's forward raised: ``layer`` (qualified name) and ``layer_type`` say where, ``str()`` the cause."""
+
+    def __init__(self, layer: str, layer_type: str, cause: BaseException) -> None:
+        super().__init__(_first_line(cause))
+        self.layer, self.layer_type = layer, layer_type
+
+
+@contextmanager
+def tracked_forward(scopes: ModuleScopes, model: nn.Module) -> Iterator[None]:
+    """Turn an exception raised inside the block into :class:`ForwardFailed` naming the module that was running."""
+    try:
+        yield
+    except ProfilerError:
+        raise
+    except Exception as err:
+        layer = scopes.stack[-1] if scopes.stack else ""
+        raise ForwardFailed(layer or "(model)", scopes.types.get(layer, type(model).__name__), err) from err
+
+
+def _dry_forward(spec: ModelSpec, shape: tuple[int, ...], classes: int | None) -> nn.Module:
+    """Construct and run one meta forward at ``shape`` (eval mode, no grad), sizing lazy layers."""
+    model = _construct(spec, shape[1], classes)
+    scopes = ModuleScopes(named_modules(model))
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), scopes.attached(), tracked_forward(scopes, model):
+            model(torch.empty(shape, device="meta"))
+    finally:
+        model.train(training)
+    return model
+
+
+def build(spec: ModelSpec, size: int, channels: int | None = None, classes: int | None = None) -> nn.Module:
+    """The model on the meta device, lazy layers sized for ``size``×``size`` inputs by one batch-1 meta forward
+    (models without lazy layers skip it: the caller's own forward will show any problem, see :func:`explain`).
+
+    Raises :class:`ProfilerError` when that forward fails (see :func:`explain`).
+    """
+    model = _construct(spec, spec.input_shape(1, size, channels)[1], classes)
+    if not any(isinstance(m, LazyModuleMixin) for m in model.modules()):
+        return model
+    try:
+        return _dry_forward(spec, spec.input_shape(1, size, channels), classes)
+    except ForwardFailed as failure:
+        raise explain(spec, size, channels, classes, failure) from None
+
+
+def explain(spec: ModelSpec, size: int, channels: int | None, classes: int | None,
+            failure: ForwardFailed) -> ProfilerError:
+    """The user-facing error for a forward that failed at ``size``: if a larger input works, the input is too small
+    and the message names the layer where the feature map collapsed and the smallest size that works."""
+    shape = spec.input_shape(1, size, channels)
+    where = f"at layer {failure.layer} ({failure.layer_type})"
+    if _works(spec, shape, classes):
+        return ProfilerError(f"{spec.name}: the forward failed on input {list(shape)} {where}: {failure}")
+    smallest = _smallest_working(spec, shape, classes, start=size + 1)
+    if smallest is not None:
+        return ProfilerError(f"{spec.name}: a {size}×{size} input is too small, the feature map collapses {where}; "
+                             f"the smallest size that works is {smallest} (use --size {smallest} or more)")
+    return ProfilerError(f"{spec.name}: the forward failed on input {list(shape)} {where}: {failure}; "
+                         "check --channels and --size")
+
+
+def _works(spec: ModelSpec, shape: tuple[int, ...], classes: int | None) -> bool:
+    try:
+        _dry_forward(spec, shape, classes)
+        return True
+    except ForwardFailed:
+        return False
+
+
+def _smallest_working(spec: ModelSpec, shape: tuple[int, ...], classes: int | None, start: int) -> int | None:
+    """Smallest size ≥ ``start`` whose forward works, or None up to MAX_SIZE. Feature maps never shrink as the
+    input grows (floor-division arithmetic), so whether a size works is monotone and bisection is exact."""
+    batch, channels = shape[0], shape[1]
+    low, high = start - 1, start
+    while not _works(spec, (batch, channels, high, high), classes):
+        if high >= MAX_SIZE:
+            return None
+        low, high = high, min(2 * high, MAX_SIZE)
+    while high - low > 1:
+        mid = (low + high) // 2
+        if _works(spec, (batch, channels, mid, mid), classes):
+            high = mid
+        else:
+            low = mid
+    return high
+
+
+def smallest_input_size(spec: ModelSpec, channels: int | None = None, classes: int | None = None) -> int | None:
+    """The smallest square input size the model accepts (None if none up to :data:`MAX_SIZE`)."""
+    return _smallest_working(spec, spec.input_shape(1, 1, channels), classes, start=1)
+
+
+def to_device(model: nn.Module, device: torch.device | str, seed: int = 0) -> nn.Module:
+    """Give a meta model real, freshly initialized storage on ``device``. Values come from each module's
+    ``reset_parameters`` (others: N(0, 0.02) weights, zero buffers); they do not change any cost measured here."""
+    torch.manual_seed(seed)
+    model = model.to_empty(device=device)
+    with torch.no_grad():
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+            elif hasattr(module, "reset_running_stats"):
+                module.reset_running_stats()
+            else:
+                for p in module.parameters(recurse=False):
+                    p.normal_(0.0, 0.02)
+                for b in module.buffers(recurse=False):
+                    b.zero_()
+    return model
