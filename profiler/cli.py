@@ -97,13 +97,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_count(args: argparse.Namespace) -> int:
-    from profiler.counting import dynamo_import_skipped
     from profiler.report.counts import format_stats
     from profiler.runner import count_configs
 
-    with dynamo_import_skipped():
-        results = count_configs(args.models, args.size, batch=args.batch, channels=args.channels,
-                                classes=args.classes, train=args.train, depth=args.depth)
+    results = count_configs(args.models, args.size, batch=args.batch, channels=args.channels, classes=args.classes,
+                            train=args.train, depth=args.depth, fast_start=True)
     emit(format_stats(results, args.format, what=args.what), args.output)
     return 0
 

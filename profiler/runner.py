@@ -3,29 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
-from profiler.counting import ModelStats, count_model
-from profiler.models import ZOO, build, resolve
+from profiler.counting import ModelStats, count_model, dynamo_import_skipped
+from profiler.models import ZOO, ModelSpec, build, resolve
 from profiler.models.loading import ForwardFailed, explain
 
 
 def count_configs(names: Sequence[str], sizes: Sequence[int] | None, batch: int = 1, channels: int | None = None,
-                  classes: int | None = None, train: bool = False, depth: int | None = None) -> list[ModelStats]:
-    """Count every (model, size) pair, models in the given order; sizes default to each model's own."""
-    results = []
-    for name in names:
-        spec = resolve(name)
-        for size in sizes or [spec.default_size]:
-            model = build(spec, size, channels, classes)
-            try:
-                stats = count_model(model, spec.input_shape(batch, size, channels), name=spec.name, train=train,
-                                    depth=depth)
-            except ForwardFailed as failure:
-                raise explain(spec, size, channels, classes, failure) from None
-            stats.source = spec.source
-            results.append(stats)
-    return results
+                  classes: int | None = None, train: bool = False, depth: int | None = None,
+                  fast_start: bool = False) -> list[ModelStats]:
+    """Count every (model, size) pair, models in the given order; sizes default to each model's own.
+
+    ``fast_start`` (the CLI's choice) skips importing ``torch._dynamo`` when every model is from the zoo — see
+    :func:`~profiler.counting.dynamo_import_skipped`; torchvision and user code may need the real one."""
+    specs = [resolve(name) for name in names]
+    skip = fast_start and not any(spec.external for spec in specs)
+    with dynamo_import_skipped() if skip else nullcontext():
+        return [_count(spec, size, batch, channels, classes, train, depth)
+                for spec in specs for size in sizes or [spec.default_size]]
+
+
+def _count(spec: ModelSpec, size: int, batch: int, channels: int | None, classes: int | None, train: bool,
+           depth: int | None) -> ModelStats:
+    model = build(spec, size, channels, classes)
+    try:
+        stats = count_model(model, spec.input_shape(batch, size, channels), name=spec.name, train=train, depth=depth)
+    except ForwardFailed as failure:
+        raise explain(spec, size, channels, classes, failure) from None
+    stats.source = spec.source
+    return stats
 
 
 @dataclass(frozen=True)

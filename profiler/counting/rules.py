@@ -231,7 +231,8 @@ def _norm(arg: _Args, out: Any) -> int:
 
 
 @other_ops_rule("softmax/log-softmax: 3 per element (exp, sum, divide or log); backward: 2 per element",
-                aten._softmax, aten._log_softmax, aten._softmax_backward_data, aten._log_softmax_backward_data)
+                aten._softmax, aten._safe_softmax, aten._log_softmax, aten._softmax_backward_data,
+                aten._log_softmax_backward_data)
 def _softmax(arg: _Args, out: Any) -> int:
     return (2 if arg.has("grad_output") else 3) * numel(_first_tensor(out))
 
@@ -288,8 +289,14 @@ def tensor_bytes(t: torch.Tensor) -> int:
     return count * t.element_size() if t.numel() else 0
 
 
+#: Ops that reinterpret their input's storage although their schema does not say so.
+UNANNOTATED_VIEWS = {aten._unsafe_view, aten.alias, aten.lift_fresh}
+
+
 def _is_view(func: Any) -> bool:
     """True for ops whose outputs alias an input without writing it (view, reshape, t, expand, detach…)."""
+    if func.overloadpacket in UNANNOTATED_VIEWS:
+        return True
     returns = func._schema.returns
     return bool(returns) and all(r.alias_info is not None and not r.alias_info.is_write for r in returns)
 

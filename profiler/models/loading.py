@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -84,7 +85,9 @@ def _torchvision_spec(arch: str) -> ModelSpec:
 
     def make(channels: int, classes: int | None) -> nn.Module:
         kwargs = {} if classes is None else {"num_classes": classes}
-        return torchvision.models.get_model(arch, **kwargs)
+        with warnings.catch_warnings():  # e.g. inception_v3's notice about its future default initialization
+            warnings.simplefilter("ignore", FutureWarning)
+            return torchvision.models.get_model(arch, **kwargs)
 
     return ModelSpec(f"torchvision:{arch}", "torchvision", f"torchvision.models.{arch}", int(crop), 3, make,
                      external=True)
