@@ -33,10 +33,12 @@ def human_count(value: float, digits: int = 2) -> str:
     return f"{fmt_scaled(value, divisor, digits)} {prefix}".rstrip()
 
 
-def human_bytes(value: float, digits: int = 1) -> str:
-    """Bytes with their own binary unit: 25.2 MiB."""
+def human_bytes(value: float) -> str:
+    """Bytes with their own binary unit: 25.2 MiB, 4.08 GiB (two decimals from GiB up), 512 B."""
     divisor, unit = binary_unit([value])
-    return f"{value:,.0f} B" if unit == "B" else f"{value / divisor:,.{digits}f} {unit}"
+    if unit == "B":
+        return f"{value:,.0f} B"
+    return f"{value / divisor:,.{2 if unit in ('GiB', 'TiB') else 1}f} {unit}"
 
 
 def shape_str(shape: Iterable[int] | None) -> str:

@@ -1,0 +1,332 @@
+"""Run one inference or training step on meta tensors and record every device allocation and free, in order.
+
+A :class:`~torch.utils._python_dispatch.TorchDispatchMode` sees each aten op; every new storage its outputs hold is
+an allocation, and a weak reference on the storage reports the free when Python drops the last reference — the same
+moment the CUDA caching allocator gets its block back, since both follow reference counts. The result is a plain
+event list (:class:`Trace`) that :mod:`profiler.memory.predict` replays through a model of the CUDA allocator.
+
+What CUDA does differently from the meta/CPU kernels, and how the trace follows CUDA:
+
+* dropout: CUDA runs the fused ``native_dropout`` (a 1-byte bool mask); the CPU path draws a float mask. Calls to
+  ``F.dropout`` are redirected to ``native_dropout`` here.
+* optimizers: CUDA's default is the ``foreach`` implementation (its temporaries differ); it is forced here.
+* kernel workspaces (cuDNN convolutions, cuBLAS handles) do not exist on meta: the trace marks each convolution and
+  matrix product with its shapes, and the replay adds the workspaces of the GPU it predicts for.
+"""
+
+from __future__ import annotations
+
+import itertools
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.checkpoint import checkpoint
+from torch.utils.weak import WeakIdKeyDictionary
+
+from profiler.memory.allocator import round_size
+from profiler.scopes import ModuleScopes, named_modules
+
+aten = torch.ops.aten
+
+CATEGORIES = ("weights", "gradients", "optimizer", "input", "activations", "workspace")
+PHASES = ("forward", "backward", "optimizer")
+
+_CONV_OPS = {aten.convolution, aten._convolution}
+_GEMM_OPS = {aten.mm, aten.addmm, aten.bmm, aten.baddbmm}
+
+
+@dataclass(frozen=True)
+class ConvCall:
+    """Shapes of one convolution (``pass_`` = "forward" or "backward") — what a cuDNN workspace depends on."""
+
+    pass_: str
+    input_shape: tuple[int, ...]
+    weight_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: int
+    element_size: int
+    output_mask: tuple[bool, bool, bool] = (True, True, True)
+
+    @property
+    def input_bytes(self) -> int:
+        return _numel(self.input_shape) * self.element_size
+
+    @property
+    def output_bytes(self) -> int:
+        return _numel(self.output_shape) * self.element_size
+
+    @property
+    def weight_bytes(self) -> int:
+        return _numel(self.weight_shape) * self.element_size
+
+    def signature(self) -> tuple:
+        """What identifies the conv to cuDNN's plan cache (shapes, hyper-parameters, dtype), pass excluded."""
+        return (self.input_shape, self.weight_shape, self.stride, self.padding, self.dilation, self.groups,
+                self.element_size)
+
+    def key(self) -> str:
+        """The signature as text, e.g. ``x128x1x224x224_w64x1x7x7_s2x2_p3x3_d1x1_g1_e4`` (calibration tables)."""
+        def dims(values: tuple[int, ...]) -> str:
+            return "x".join(map(str, values))
+        return (f"x{dims(self.input_shape)}_w{dims(self.weight_shape)}_s{dims(self.stride)}_p{dims(self.padding)}"
+                f"_d{dims(self.dilation)}_g{self.groups}_e{self.element_size}")
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+@dataclass
+class Event:
+    """One step of the trace. ``kind``: "alloc"/"free" (``key``, ``nbytes``), "conv" (``conv``), "gemm" (matrix
+    product on ``thread`` "main" or "autograd"), "phase" (``phase`` starts), "measure" (peak statistics restart —
+    the protocol measures the last step only)."""
+
+    kind: str
+    key: int = 0
+    nbytes: int = 0
+    category: str = ""
+    layer: str = ""
+    phase: str = ""
+    conv: ConvCall | None = None
+    thread: str = "main"
+
+
+@dataclass
+class Trace:
+    """The events of a run, the bytes each leaf layer's forward left allocated (last step), and run facts."""
+
+    events: list[Event]
+    layer_activation_bytes: dict[str, int]
+    mode: str
+    optimizer: str | None
+    dtype: str
+    input_shape: tuple[int, ...]
+    notes: list[str] = field(default_factory=list)
+
+
+class _Redirect(TorchFunctionMode):
+    """Make the meta run take CUDA's code paths where they allocate differently (see module docstring)."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func is nn.functional.dropout:
+            x, p = args[0], kwargs.get("p", args[1] if len(args) > 1 else 0.5)
+            training = kwargs.get("training", args[2] if len(args) > 2 else True)
+            if training and p > 0:
+                return torch.native_dropout(x, p, True)[0]
+            return x
+        return func(*args, **kwargs)
+
+
+class _Recorder(TorchDispatchMode):
+    """Records allocations (new storages of op outputs), frees (storage finalizers), convs and matrix products."""
+
+    def __init__(self, scopes: ModuleScopes) -> None:
+        super().__init__()
+        self.scopes = scopes
+        self.events: list[Event] = []
+        self.phase = "setup"
+        self.live: dict[int, int] = {}
+        self.live_bytes = 0
+        self._keys: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self._refs: dict[int, weakref.ref] = {}
+        self._counter = itertools.count(1)
+
+    def track(self, t: torch.Tensor, category: str) -> None:
+        """Record ``t``'s storage as allocated now (once per storage; meta tensors only — meta stands for the GPU)."""
+        if not isinstance(t, torch.Tensor) or t.device.type != "meta":
+            return
+        storage = t.untyped_storage()
+        if storage in self._keys:
+            return
+        key = next(self._counter)
+        nbytes = storage.nbytes()
+        self._keys[storage] = key
+        self._refs[key] = weakref.ref(storage, lambda _ref, key=key: self._free(key))
+        self.live[key] = round_size(nbytes) if nbytes else 0
+        self.live_bytes += self.live[key]
+        self.events.append(Event("alloc", key, nbytes, category, self.scopes.current(), self.phase))
+
+    def key_of(self, t: torch.Tensor) -> int | None:
+        return self._keys.get(t.untyped_storage())
+
+    def _free(self, key: int) -> None:
+        self._refs.pop(key, None)
+        self.live_bytes -= self.live.pop(key, 0)
+        self.events.append(Event("free", key, phase=self.phase))
+
+    def mark(self, kind: str, **fields: Any) -> None:
+        self.events.append(Event(kind, phase=self.phase, layer=self.scopes.current(), **fields))
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        category = "optimizer" if self.phase == "optimizer" else "activations"
+        for t in tree_flatten(out)[0]:
+            self.track(t, category)
+        packet = func.overloadpacket
+        if packet in _CONV_OPS:
+            self.mark("conv", conv=_conv_call("forward", args, out))
+        elif packet is aten.convolution_backward:
+            self.mark("conv", conv=_conv_call("backward", args, out))
+        elif packet in _GEMM_OPS:
+            in_backward = torch._C._current_graph_task_id() != -1
+            self.mark("gemm", thread="autograd" if in_backward else "main")
+        return out
+
+
+def _conv_call(pass_: str, args: tuple, out: Any) -> ConvCall:
+    if pass_ == "forward":
+        x, w, _, stride, padding, dilation, _, _, groups = args[:9]
+        y, mask = out, (True, True, True)
+    else:
+        y, x, w, _, stride, padding, dilation, _, _, groups, mask = args[:11]
+    return ConvCall(pass_, tuple(x.shape), tuple(w.shape), tuple(y.shape), tuple(stride), tuple(padding),
+                    tuple(dilation), int(groups), x.element_size(), tuple(bool(m) for m in mask))
+
+
+def make_optimizer(name: str, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """The optimizer of the measurement protocol: SGD lr 0.01 (``sgd``: no momentum; ``sgd-momentum``: 0.9) or
+    Adam (lr 1e-3). ``foreach`` is forced on, as CUDA's default."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=0.01, foreach=True)
+    if name == "sgd-momentum":
+        return torch.optim.SGD(params, lr=0.01, momentum=0.9, foreach=True)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=1e-3, foreach=True)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+@contextmanager
+def checkpointed_blocks(model: nn.Module, preserve_rng_state: bool = True) -> Iterator[list[str]]:
+    """Activation checkpointing per top-level block: each child of the model runs under non-reentrant
+    ``torch.utils.checkpoint`` (its activations are dropped after the forward and recomputed in backward).
+    Children without parameters (activations, pooling) are left alone. Yields the checkpointed children's names."""
+    wrapped = []
+    for name, child in model.named_children():
+        if next(child.parameters(), None) is None:
+            continue
+        original = child.forward
+
+        def forward(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            return checkpoint(_original, *args, use_reentrant=False, preserve_rng_state=preserve_rng_state, **kwargs)
+
+        child.forward = forward
+        wrapped.append((child, name))
+    try:
+        yield [name for _, name in wrapped]
+    finally:
+        for child, _ in wrapped:
+            del child.forward
+
+
+def trace_step(model: nn.Module, input_shape: tuple[int, ...], train: bool, optimizer: str = "sgd",
+               dtype: torch.dtype = torch.float32, checkpoint_blocks: bool = False,
+               num_classes: int | None = None) -> Trace:
+    """Record the allocations of the measurement protocol on the meta device.
+
+    Setup: weights, the input batch and its labels are resident. Inference: ``eval()``, no autograd, one forward.
+    Training: ``train()``, two steps of ``zero_grad(set_to_none=True)``, forward, cross-entropy, backward, optimizer
+    step; a "measure" event before the second step restarts the peak (the protocol reports the second step, once
+    lazily created state — optimizer buffers, cuDNN plans, cuBLAS workspaces — exists)."""
+    model = model.to(dtype)
+    modules = named_modules(model)
+    scopes = ModuleScopes(modules, track_backward=train)
+    rec = _Recorder(scopes)
+    for p in model.parameters():
+        rec.track(p, "weights")
+    for b in model.buffers():
+        rec.track(b, "weights")
+    x = torch.empty(input_shape, device="meta", dtype=dtype)
+    y = torch.zeros(input_shape[0], device="meta", dtype=torch.long)
+    rec.track(x, "input")
+    rec.track(y, "input")
+    layer_bytes: dict[str, int] = {}
+    leaves = {name for name, m in modules.items() if next(m.children(), None) is None}
+    hooks = _layer_byte_hooks(modules, leaves, rec, layer_bytes)
+    opt = make_optimizer(optimizer, list(model.parameters())) if train else None
+    model.train(train)
+    try:
+        with (_Redirect(), scopes.attached(), rec,
+              checkpointed_blocks(model, preserve_rng_state=False) if checkpoint_blocks else _nothing()):
+            if not train:
+                rec.mark("measure")
+                _set_phase(rec, "forward")
+                with torch.no_grad():
+                    model(x)
+            else:
+                for step in range(2):
+                    if step == 1:
+                        rec.mark("measure")
+                        layer_bytes.clear()
+                    _set_phase(rec, "forward")
+                    opt.zero_grad(set_to_none=True)
+                    out = model(x)
+                    logits = out if isinstance(out, torch.Tensor) else next(iter(out))
+                    loss = nn.functional.cross_entropy(logits, y)
+                    _set_phase(rec, "backward")
+                    loss.backward()
+                    _label_gradients(rec, model)
+                    _set_phase(rec, "optimizer")
+                    opt.step()
+                    del out, logits, loss  # a training-step function drops them when it returns
+    finally:
+        for handle in hooks:
+            handle.remove()
+    return Trace(rec.events, layer_bytes, "train" if train else "inference", optimizer if train else None,
+                 str(dtype).removeprefix("torch."), tuple(input_shape))
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _set_phase(rec: _Recorder, phase: str) -> None:
+    rec.phase = phase
+    rec.mark("phase")
+
+
+def _label_gradients(rec: _Recorder, model: nn.Module) -> None:
+    """Re-label the storages that ended up as ``.grad`` of a parameter (allocated as activations in backward)."""
+    keys = {rec.key_of(p.grad) for p in model.parameters() if p.grad is not None}
+    for event in rec.events:
+        if event.kind == "alloc" and event.key in keys:
+            event.category = "gradients"
+
+
+def _layer_byte_hooks(modules: dict[str, nn.Module], leaves: set[str], rec: _Recorder,
+                      out: dict[str, int]) -> list:
+    """Per leaf layer: bytes its forward allocated that are still allocated when it returns (its output plus what
+    autograd saved), summed over calls; recomputation during backward is not counted."""
+    handles = []
+    for name in leaves:
+        module = modules[name]
+        start: list[int] = []
+
+        def pre(_m: nn.Module, _args: tuple, start: list[int] = start) -> None:
+            start.append(rec.live_bytes)
+
+        def post(_m: nn.Module, _args: tuple, _out: Any, name: str = name, start: list[int] = start) -> None:
+            if start and rec.phase == "forward":
+                out[name] = out.get(name, 0) + rec.live_bytes - start.pop()
+            elif start:
+                start.pop()
+
+        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    return handles

@@ -1,0 +1,118 @@
+"""Memory records (:class:`~profiler.memory.records.MemoryResult`) → table, markdown, JSON, CSV.
+
+The first line of every table or markdown block says whether the figures were measured (and on which device) or
+predicted (and for which GPU): a predicted number is never shown as a measurement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from profiler.memory.records import MemoryResult
+from profiler.memory.trace import CATEGORIES
+from profiler.report.output import render_table, to_csv, to_json
+from profiler.report.units import human_bytes, shape_str
+
+TOP_LAYERS = 10
+
+
+def headline(result: MemoryResult) -> str:
+    """"measured on X" / "predicted for X (no GPU used)", then model, input, mode."""
+    where = (f"measured on {result.device}" if result.source == "measured"
+             else f"predicted for {result.device} (no GPU used)")
+    mode = "inference" if result.mode == "inference" else f"training step ({result.optimizer})"
+    extras = "".join([" · activation checkpointing" if result.checkpoint else ""])
+    return f"{where} · {result.model} · input {shape_str(result.input_shape)} {result.dtype} · {mode}{extras}"
+
+
+def _share(part: int | None, whole: int) -> str:
+    return f"{100 * part / whole:.1f} %" if part is not None and whole else "-"
+
+
+def _block(result: MemoryResult, fmt: str) -> str:
+    lines = [f"### {headline(result)}" if fmt == "markdown" else headline(result), ""]
+    if result.out_of_memory:
+        lines.append(f"out of memory: {result.notes[-1]}")
+        return "\n".join(lines)
+    peak = result.peak_allocated_bytes
+    on_cpu = result.device.startswith("CPU")
+    if on_cpu:
+        what = ("resident tensors + the most that tensors created during the step held at once",
+                "the same (the CPU allocator caches nothing)")
+    else:
+        verb = "" if result.source == "measured" else "predicted "
+        what = (f"{verb}torch.cuda.max_memory_allocated over the step",
+                f"{verb}torch.cuda.max_memory_reserved: segments the caching allocator holds")
+    summary = [["peak allocated", human_bytes(peak), what[0]],
+               ["peak reserved", human_bytes(result.peak_reserved_bytes), what[1]],
+               ["baseline", human_bytes(result.baseline_bytes), "weights + input before the step"]]
+    if result.source == "measured" and not on_cpu:
+        summary.append(["NVML used (device)", human_bytes(result.nvml_used_bytes)
+                        if result.nvml_used_bytes is not None else "-", result.nvml_note or "whole device, "
+                                                                                            "all processes"])
+    lines += [render_table(["", "bytes", "what"], summary, fmt, colalign=("left", "right", "left")), ""]
+    breakdown = [[category, human_bytes(result.breakdown[category]) if result.breakdown.get(category) is not None
+                  else "(in activations)", _share(result.breakdown.get(category), peak)]
+                 for category in CATEGORIES if category in result.breakdown]
+    lines += ["at the peak:", "", render_table(["component", "bytes", "share"], breakdown, fmt), ""]
+    if result.phases:
+        lines.append("peak per phase: " + " · ".join(f"{phase} {human_bytes(v)}" for phase, v in
+                                                     result.phases.items()))
+    if result.layers:
+        top = sorted(result.layers.items(), key=lambda kv: -kv[1])[:TOP_LAYERS]
+        lines += ["", f"layers that add the most memory in forward (top {len(top)} of {len(result.layers)}):", "",
+                  render_table(["layer", "bytes left allocated"], [[n, human_bytes(b)] for n, b in top], fmt)]
+    if result.notes:
+        lines.append("")
+    for note in result.notes:
+        lines.append(f"{'- ' if fmt == 'markdown' else ''}note: {note}")
+    return "\n".join(lines)
+
+
+def format_memory(results: Sequence[MemoryResult], fmt: str) -> str:
+    """Render memory results as ``fmt`` (table, markdown, json, csv)."""
+    if fmt == "json":
+        objs = [memory_json(r) for r in results]
+        return to_json(objs[0] if len(objs) == 1 else objs)
+    if fmt == "csv":
+        return to_csv(CSV_HEADERS, [_csv_row(r) for r in results])
+    blocks = [_block(r, fmt) for r in results]
+    if len(results) > 1:
+        rows = [[r.model, shape_str(r.input_shape), r.mode, r.source, r.device,
+                 "out of memory" if r.out_of_memory else human_bytes(r.peak_allocated_bytes),
+                 "-" if r.out_of_memory else human_bytes(r.peak_reserved_bytes)] for r in results]
+        heading = "### Summary" if fmt == "markdown" else "Summary"
+        blocks.append(f"{heading}\n\n" + render_table(["model", "input", "mode", "source", "device",
+                                                         "peak allocated", "peak reserved"], rows, fmt))
+    return "\n\n".join(blocks) + "\n"
+
+
+def memory_json(result: MemoryResult) -> dict[str, Any]:
+    """The JSON object of one result (the schema in the README)."""
+    return {
+        "model": result.model, "input_shape": list(result.input_shape), "mode": result.mode,
+        "source": result.source, "device": result.device, "optimizer": result.optimizer, "dtype": result.dtype,
+        "checkpoint": result.checkpoint, "out_of_memory": result.out_of_memory,
+        "peak_allocated_bytes": result.peak_allocated_bytes, "peak_reserved_bytes": result.peak_reserved_bytes,
+        "baseline_bytes": result.baseline_bytes, "breakdown": dict(result.breakdown), "phases": dict(result.phases),
+        "layers": [{"name": name, "activation_bytes": b} for name, b in result.layers.items()],
+        "nvml_used_bytes": result.nvml_used_bytes, "nvml_note": result.nvml_note,
+        "provenance": dict(result.provenance), "notes": list(result.notes),
+    }
+
+
+CSV_HEADERS = ["model", "input_shape", "mode", "source", "device", "optimizer", "dtype", "checkpoint",
+               "out_of_memory", "peak_allocated_bytes", "peak_reserved_bytes", "baseline_bytes",
+               *(f"{c}_bytes" for c in CATEGORIES), "forward_peak_bytes", "backward_peak_bytes",
+               "optimizer_peak_bytes", "nvml_used_bytes"]
+
+
+def _csv_row(r: MemoryResult) -> list[Any]:
+    def cell(value: int | None) -> Any:
+        return "" if value is None else value
+
+    return [r.model, shape_str(r.input_shape), r.mode, r.source, r.device, r.optimizer or "", r.dtype, r.checkpoint,
+            r.out_of_memory, r.peak_allocated_bytes, r.peak_reserved_bytes, r.baseline_bytes,
+            *(cell(r.breakdown.get(c)) for c in CATEGORIES),
+            *(cell(r.phases.get(p)) for p in ("forward", "backward", "optimizer")), cell(r.nvml_used_bytes)]
