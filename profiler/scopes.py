@@ -56,6 +56,8 @@ class ModuleScopes:
 
     def _pre_hook(self, name: str):
         def hook(module: nn.Module, args: tuple) -> None:
+            if _in_backward():
+                return
             self.stack.append(name)
             if self.track_backward:
                 boundary = {t.grad_fn for t in _tensors(args) if t.grad_fn is not None}
@@ -64,6 +66,8 @@ class ModuleScopes:
 
     def _post_hook(self, name: str):
         def hook(module: nn.Module, args: tuple, output: object) -> None:
+            if _in_backward():
+                return
             if self.stack and self.stack[-1] == name:
                 self.stack.pop()
             if name not in self._exited:
@@ -101,6 +105,13 @@ class ModuleScopes:
             for handle in self._handles:
                 handle.remove()
             self._handles.clear()
+
+
+def _in_backward() -> bool:
+    """True while autograd runs a backward pass. Module forwards re-run there (activation checkpointing) are not
+    tracked: their work is charged to the autograd node that asked for it, and a re-run may stop early (by raising
+    inside the forward), which would leave a pushed scope behind."""
+    return torch._C._current_graph_task_id() != -1
 
 
 def named_modules(model: nn.Module) -> dict[str, nn.Module]:

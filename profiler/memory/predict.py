@@ -97,6 +97,8 @@ def replay(trace: Trace, gpu: GpuSpec, coefficients: dict | None = None) -> Repl
             if state["phase"] == "setup":  # weights and input are resident, nothing has run yet
                 state["baseline"] = alloc.allocated
             state["phase"] = event.phase
+            if state["measuring"]:  # a phase that allocates nothing still holds what is allocated
+                phases[event.phase] = max(phases.get(event.phase, 0), alloc.allocated)
         elif event.kind == "measure":
             alloc.reset_peaks()
             state.update(measuring=True, peak=alloc.allocated)

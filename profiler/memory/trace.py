@@ -146,6 +146,7 @@ class _Recorder(TorchDispatchMode):
         self._keys: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._refs: dict[int, weakref.ref] = {}
         self._counter = itertools.count(1)
+        self.recording = True
 
     def track(self, t: torch.Tensor, category: str) -> None:
         """Record ``t``'s storage as allocated now (once per storage; meta tensors only — meta stands for the GPU)."""
@@ -168,7 +169,8 @@ class _Recorder(TorchDispatchMode):
     def _free(self, key: int) -> None:
         self._refs.pop(key, None)
         self.live_bytes -= self.live.pop(key, 0)
-        self.events.append(Event("free", key, phase=self.phase))
+        if self.recording:  # frees after the run (the caller's locals dying) are not part of the step
+            self.events.append(Event("free", key, phase=self.phase))
 
     def mark(self, kind: str, **fields: Any) -> None:
         self.events.append(Event(kind, phase=self.phase, layer=self.scopes.current(), **fields))
@@ -286,6 +288,7 @@ def trace_step(model: nn.Module, input_shape: tuple[int, ...], train: bool, opti
                     opt.step()
                     del out, logits, loss  # a training-step function drops them when it returns
     finally:
+        rec.recording = False
         for handle in hooks:
             handle.remove()
     return Trace(rec.events, layer_bytes, "train" if train else "inference", optimizer if train else None,
@@ -320,13 +323,12 @@ def _layer_byte_hooks(modules: dict[str, nn.Module], leaves: set[str], rec: _Rec
         start: list[int] = []
 
         def pre(_m: nn.Module, _args: tuple, start: list[int] = start) -> None:
-            start.append(rec.live_bytes)
+            if rec.phase == "forward":
+                start.append(rec.live_bytes)
 
         def post(_m: nn.Module, _args: tuple, _out: Any, name: str = name, start: list[int] = start) -> None:
             if start and rec.phase == "forward":
                 out[name] = out.get(name, 0) + rec.live_bytes - start.pop()
-            elif start:
-                start.pop()
 
         handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
     return handles
