@@ -267,3 +267,36 @@ def test_measured_peak_is_close_to_predicted_on_this_gpu():
     measured = measure_in_subprocess(dict(name="resnet", size=96, batch=128, train=True))
     predicted = predict_config("resnet", 96, 128, train=True, gpu="h200" if "H200" in measured.device else "h100")
     assert abs(predicted.peak_allocated_bytes / measured.peak_allocated_bytes - 1) < 0.05
+
+
+# ------------------------------------------------------------------------------ calibration and GPU script
+
+def test_a_measured_workspace_overrides_the_fitted_rule():
+    import copy
+
+    from profiler.memory.gpus import calibration
+
+    coefficients = copy.deepcopy(calibration()["cudnn"])
+    trace = trace_step(build(resolve("alexnet"), 96), (128, 1, 96, 96), train=False)
+    first_conv = next(e.conv for e in trace.events if e.kind == "conv")
+    fitted = replay(trace, GPUS["h200"], coefficients).peak_allocated
+    coefficients["measured"][f"forward:{first_conv.key()}"] = {"probe": 0, "run": 0}
+    without = replay(trace, GPUS["h200"], coefficients)
+    # with the probe, AlexNet's inference peak is conv1's output + its probe workspace (a 28 MiB segment); without
+    # it, the peak is the baseline + conv1's output + the ReLU's output: 128·96·22·22·4 = 23,789,568 B each
+    conv1_output = 128 * 96 * 22 * 22 * 4
+    assert without.peak_allocated == without.baseline + 2 * conv1_output
+    assert fitted == without.baseline + conv1_output + 28 * MiB
+
+
+def test_gpu_script_covers_the_reference_configurations_and_their_convolutions():
+    from benchmarks.gpu_memory import compare, configs, conv_calls
+
+    planned = {(c["name"], c["size"], c["train"]) for c in configs() if c["batch"] == 128 and len(c) == 4}
+    assert {(r["model"], r["size"], r["train"]) for r in REFERENCE["runs"]} <= planned
+    calls = conv_calls([dict(name="resnet", size=96, batch=128, train=False)])
+    # ResNet-18: the stem, 16 block convolutions and 3 projections, all distinct at batch 128 but the repeats
+    assert "x128x1x96x96_w64x1x7x7_s2x2_p3x3_d1x1_g1_e4" in calls and len(calls) == 11
+    assert compare({"peak_allocated_bytes": 200, "peak_reserved_bytes": 400},
+                   {"peak_allocated_bytes": 206, "peak_reserved_bytes": 380}) == {
+        "allocated_error_percent": 3.0, "reserved_error_percent": -5.0}
