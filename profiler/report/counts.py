@@ -70,11 +70,11 @@ def _footer(stats: ModelStats, what: str) -> list[str]:
     totals = stats.totals
     lines = []
     if what == "flops":
-        lines.append(f"totals: {stats.params:,} params · {human_count(totals.macs)}MACs · "
-                     f"{human_count(totals.flops)}FLOPs · {human_count(totals.other_ops)} other ops · "
+        lines.append(f"totals: {stats.params:,} params · {human_count(totals.macs)} MACs · "
+                     f"{human_count(totals.flops)} FLOPs · {human_count(totals.other_ops)} other ops · "
                      f"{human_bytes(totals.bytes)} moved · {totals.intensity:.1f} FLOP/B")
         if stats.phases:
-            split = " · ".join(f"{phase} {human_count(c.macs)}MACs" for phase, c in stats.phases.items())
+            split = " · ".join(f"{phase} {human_count(c.macs)} MACs" for phase, c in stats.phases.items())
             lines.append(f"{TRAIN_NOTE}; {split}")
         uncounted = ", ".join(f"{op} ×{n}" for op, n in stats.uncounted_ops.items()) or "none"
         lines.append(f"uncounted ops (no MAC/other-ops rule; their bytes are counted): {uncounted}")
