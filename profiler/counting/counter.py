@@ -92,6 +92,10 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...], name: str = "", 
     x = torch.empty(input_shape, device="meta", dtype=dtype)
     model = model.to(dtype)
     was_training = model.training
+    # a fresh step: gradients left by an earlier count would add accumulation work, so set them aside
+    saved_grads = [(p, p.grad) for p in model.parameters()]
+    for p, _ in saved_grads:
+        p.grad = None
     model.train(train)
     try:
         with scopes.attached(), _CostMode(scopes) as mode, tracked_forward(scopes, model):
@@ -105,6 +109,8 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...], name: str = "", 
                     model(x)
     finally:
         model.train(was_training)
+        for p, grad in saved_grads:
+            p.grad = grad
     layers = _rows(modules, scopes, mode, depth)
     params = sum(p.numel() for p in model.parameters())
     return ModelStats(model=name or type(model).__name__, input_shape=tuple(input_shape),

@@ -109,7 +109,7 @@ def conv_macs(x_shape: torch.Size, w_shape: torch.Size, out_shape: torch.Size, t
     """N × (weight elements) × (output positions), or input positions for a transposed convolution.
 
     The weight holds C_out × C_in/groups × k_h × k_w values and each one multiplies once per output position of each
-    sample: e.g. AlexNet conv1 at 224, 1 channel: 96·1·11·11 weights × 54·54 positions = 33,874,272 MACs."""
+    sample: e.g. AlexNet conv1 at 224, 1 channel: 96·1·11·11 weights × 54·54 positions = 33,872,256 MACs."""
     spatial = x_shape[2:] if transposed else out_shape[2:]
     return x_shape[0] * math.prod(w_shape) * math.prod(spatial)
 
@@ -256,6 +256,21 @@ def _dropout(arg: _Args, out: Any) -> int:
     return numel(_first_tensor(out))
 
 
+@other_ops_rule("elementwise ops torch does not tag pointwise (hardswish, hardsigmoid, their backward): 1 per "
+                "output element", aten.hardswish, aten.hardswish_, aten.hardswish_backward, aten.hardsigmoid,
+                aten.hardsigmoid_, aten.hardsigmoid_backward, aten.silu_backward, aten.gelu_backward)
+def _untagged_elementwise(arg: _Args, out: Any) -> int:
+    return numel(_first_tensor(out))
+
+
+@other_ops_rule("upsampling (and backward): 1 per output element for nearest, 4 (a weighted sum of 4 inputs) for "
+                "bilinear", aten.upsample_nearest2d, aten.upsample_nearest2d_backward, aten._upsample_nearest_exact2d,
+                aten.upsample_bilinear2d, aten.upsample_bilinear2d_backward, aten._upsample_bilinear2d_aa)
+def _upsample(arg: _Args, out: Any) -> int:
+    per_element = 4 if "bilinear" in str(arg.packet) else 1
+    return per_element * numel(_first_tensor(out))
+
+
 #: Ops that only move or create data: bytes counted, no MACs, no other ops.
 DATA_MOVEMENT = {
     aten.cat, aten.stack, aten.clone, aten.copy_, aten._to_copy, aten.copy, aten.fill_, aten.zero_, aten.zeros,
@@ -290,7 +305,7 @@ def tensor_bytes(t: torch.Tensor) -> int:
 
 
 #: Ops that reinterpret their input's storage although their schema does not say so.
-UNANNOTATED_VIEWS = {aten._unsafe_view, aten.alias, aten.lift_fresh}
+UNANNOTATED_VIEWS = {aten._unsafe_view, aten.alias, aten.lift_fresh, aten.as_strided_}
 
 
 def _is_view(func: Any) -> bool:

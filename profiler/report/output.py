@@ -27,7 +27,14 @@ def check_writable(path: str | os.PathLike) -> Path:
         raise ProfilerError(f"--output {path} is a folder; give a file name")
     if not folder.is_dir():
         raise ProfilerError(f"cannot write --output {path}: folder '{folder}' does not exist; create it first")
-    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+    try:  # try for real: os.access says yes to root even where nothing can be written (/proc, read-only mounts)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ProfilerError(f"cannot write --output {path}: {err.strerror or err}; choose a writable location") \
+            from None
+    if target.exists() and not os.access(target, os.W_OK):
         raise ProfilerError(f"cannot write --output {path}: permission denied; choose a writable location")
     return target
 
@@ -36,13 +43,19 @@ def write_atomic(path: str | os.PathLike, text: str | bytes) -> None:
     """Replace ``path`` with ``text`` in one rename, so readers never see a half-written file."""
     target = Path(path)
     data = text.encode() if isinstance(text, str) else text
-    fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.",
-                               suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.",
+                                   suffix=".tmp")
+    except OSError as err:
+        raise ProfilerError(f"cannot write {path}: {err.strerror or err}; choose a writable location") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise ProfilerError(f"cannot write {path}: {err.strerror or err}; choose a writable location") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
