@@ -1,0 +1,289 @@
+"""The command line as a user runs it: ``python -m profiler ...`` in a fresh process.
+
+The issue's example commands, a successful ``--output`` and two failures that must leave an earlier output file
+alone run as real processes: all at once, in parallel, in one module fixture (each costs ~2 s of start-up); the
+tests read their exit codes and output. ``__main__`` only does ``sys.exit(main())``, so the other bad-input cases
+(values argparse rejects, unknown torchvision names, broken factories, unwritable ``--output``, ``--help``) call
+``cli.main`` in-process, one case per value.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from profiler.cli import main
+from profiler.counting import OTHER_OPS_CONVENTIONS
+from profiler.models import ZOO
+from profiler.report.units import human_count
+
+ROOT = Path(__file__).resolve().parents[1]
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+KEPT = "an earlier result that a failed command must leave alone\n"
+
+#: The example commands of issue 3 (``mypkg.nets:build`` is the factory from conftest's ``factory_dir``).
+EXAMPLES = {
+    "models": ["models"],
+    "flops_nin": ["flops", "nin"],
+    "googlenet_markdown": ["flops", "googlenet", "--size", "96", "--format", "markdown"],
+    "densenet_params_json": ["params", "densenet", "--size", "96", "--format", "json"],
+    "six_families_csv": ["flops", "alexnet", "vgg", "nin", "googlenet", "resnet", "densenet",
+                         "--size", "96", "--size", "224", "--batch", "128", "--format", "csv"],
+    "torchvision_resnet50": ["flops", "torchvision:resnet50"],
+    "factory": ["flops", "mypkg.nets:build", "--channels", "3"],
+    "resnet_train": ["flops", "resnet", "--size", "96", "--train"],
+}
+
+
+def _cases(work: Path) -> dict[str, list[str]]:
+    cases = {
+        **EXAMPLES,
+        "output_json": ["flops", "nin", "--format", "json", "--output", str(work / "nin.json")],
+        "unknown_model": ["flops", "alexnt", "--output", str(work / "kept.json")],
+        "too_small": ["flops", "nin", "--size", "66", "--output", str(work / "kept.json")],
+    }
+    if not IS_ROOT:  # root may write into a read-only folder: the case says nothing there
+        cases["readonly_folder"] = ["flops", "lenet", "--output", str(work / "readonly" / "kept.json")]
+    return cases
+
+
+@pytest.fixture(scope="module")
+def cli(factory_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """Run every case of :func:`_cases` as ``python -m profiler`` from the repository root, in parallel."""
+    work = tmp_path_factory.mktemp("cli")
+    (work / "kept.json").write_text(KEPT)
+    (work / "nin.json").write_text(KEPT)               # replaced by a successful --output run
+    readonly = work / "readonly"
+    readonly.mkdir()
+    (readonly / "kept.json").write_text(KEPT)
+    readonly.chmod(0o555)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), str(factory_dir), os.environ.get("PYTHONPATH", "")) if p)}
+
+    def run(argv: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "profiler", *argv], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+            futures = {name: pool.submit(run, argv) for name, argv in _cases(work).items()}
+            runs = {name: future.result() for name, future in futures.items()}
+    finally:
+        readonly.chmod(0o755)                         # let pytest clean the folder up
+    return SimpleNamespace(work=work, runs=runs)
+
+
+def ok(cli: SimpleNamespace, case: str) -> str:
+    """The stdout of a run that must succeed quietly."""
+    run = cli.runs[case]
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    return run.stdout
+
+
+def assert_user_error(run: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit code 2, nothing on stdout, exactly one line on stderr starting `profiler: error:`, no traceback."""
+    assert run.returncode == 2, run.stderr
+    assert run.stdout == ""
+    assert run.stderr.startswith("profiler: error: ")
+    assert run.stderr.endswith("\n") and run.stderr.count("\n") == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    for fragment in fragments:
+        assert fragment in run.stderr
+
+
+# ------------------------------------------------------------------------------------------- the examples
+
+def test_models_lists_every_zoo_model_with_the_issue_checkpoints(cli):
+    lines = ok(cli, "models").splitlines()
+    names = {line.split()[0] for line in lines[2:] if line and line.split()[0] in ZOO}
+    assert names == set(ZOO)
+    checkpoints = {"lenet": "61,706", "alexnet": "46,764,746", "vgg": "128,806,154", "nin": "1,992,166",
+                   "googlenet": "5,977,530", "resnet": "11,178,378", "densenet": "758,226"}
+    for name, params in checkpoints.items():
+        (line,) = [line for line in lines if line.split() and line.split()[0] == name]
+        assert line.endswith(params)
+    assert any(line.startswith("vgg = vgg11") for line in lines)
+    assert "torchvision:NAME" in lines[-1] and "module.path:callable" in lines[-1]
+
+
+def test_flops_nin_table_shows_hand_counted_totals(cli):
+    out = ok(cli, "flops_nin")
+    assert out.startswith("nin (d2l §7.3 Network in Network) · input 1×1×224×224 float32 · inference")
+    # Totals of tests/test_counting.py's hand counts: 762,297,352 MACs, 4,053,718 other ops, 34,360,992 bytes.
+    assert ("totals: 1,992,166 params · 762.30 M MACs · 1.52 G FLOPs · 4.05 M other ops · 32.8 MiB moved"
+            in out)
+    assert "uncounted ops (no MAC/other-ops rule; their bytes are counted): none" in out
+    (total_row,) = [line for line in out.splitlines() if line.startswith("total ")]
+    assert total_row.split()[1:3] == ["1,992,166", "762.30"]
+
+
+def test_flops_googlenet_markdown_is_a_github_table_with_totals(cli, flop_counter_macs):
+    out = ok(cli, "googlenet_markdown")
+    lines = out.splitlines()
+    assert lines[0].startswith("### googlenet") and "1×1×96×96" in lines[0]
+    table = [line for line in lines if line.startswith("|")]
+    assert table[0].startswith("| layer") and set(table[1]) <= {"|", "-", ":", " "}
+    assert table[-1].startswith("| total")
+    macs = flop_counter_macs("googlenet", 96)
+    assert f"- totals: 5,977,530 params · {human_count(macs)} MACs ·" in out
+
+
+def test_params_densenet_json_has_per_layer_params_summing_to_the_hand_count(cli):
+    obj = json.loads(ok(cli, "densenet_params_json"))
+    assert (obj["model"], obj["input_shape"], obj["mode"]) == ("densenet", [1, 1, 96, 96], "inference")
+    assert obj["totals"] == {"params": 758_226, "param_bytes": 4 * 758_226}
+    assert sum(layer["params"] for layer in obj["layers"]) == 758_226
+    assert obj["layers"][0] == {"name": "b1.0", "type": "Conv2d", "kind": "leaf", "output_shape": [1, 64, 48, 48],
+                                "params": 64 * 7 * 7 + 64}
+
+
+def test_csv_of_six_families_at_two_sizes_has_one_row_per_layer_and_a_total(cli, zoo_counts):
+    rows = list(csv.reader(io.StringIO(ok(cli, "six_families_csv"))))
+    assert rows[0] == ["model", "input_shape", "mode", "dtype", "layer", "type", "output_shape", "params", "macs",
+                       "flops", "other_ops", "bytes", "intensity"]
+    groups: dict[tuple[str, str], list[list[str]]] = {}
+    for line in rows[1:]:
+        groups.setdefault((line[0], line[1]), []).append(line)
+    expected_order = [(name, f"128×1×{size}×{size}") for name in ("alexnet", "vgg", "nin", "googlenet", "resnet",
+                                                                  "densenet") for size in (96, 224)]
+    assert list(groups) == expected_order
+    for (name, shape), lines in groups.items():
+        size = int(shape.split("×")[-1])
+        stats = zoo_counts(name, size, batch=128)
+        assert [line[4] for line in lines] == [layer.name for layer in stats.layers] + ["(total)"]
+        total = lines[-1]
+        assert int(total[8]) == sum(int(line[8]) for line in lines[:-1]) == stats.totals.macs
+        assert int(total[7]) == stats.params
+    assert int(groups["nin", "128×1×224×224"][-1][8]) == 128 * 762_297_352       # the NiN hand count × 128
+    assert int(groups["alexnet", "128×1×224×224"][0][8]) == 128 * 33_872_256      # AlexNet conv1 × 128
+
+
+def test_torchvision_resnet50_defaults_to_3_channels_224_and_matches_published_numbers(cli):
+    out = ok(cli, "torchvision_resnet50")
+    assert out.startswith("torchvision:resnet50 (torchvision.models.resnet50) · input 1×3×224×224")
+    # ResNet50_Weights.IMAGENET1K_V1.meta: num_params 25,557,032; _ops 4.089 GMACs.
+    assert "totals: 25,557,032 params · 4.09 G MACs" in out
+
+
+def test_factory_model_runs_with_3_channels(cli):
+    out = ok(cli, "factory")
+    assert out.startswith("mypkg.nets:build (mypkg.nets.build()) · input 1×3×224×224")
+    # conv 3→8 3×3 (padding 1) at 224: 8·3·9·224·224 = 10,838,016 MACs; linear 8→5: 40 MACs.
+    # params: 8·3·9 + 8 = 224 and 8·5 + 5 = 45.
+    assert f"totals: 269 params · {human_count(10_838_016 + 40)} MACs" in out
+
+
+def test_train_flag_counts_forward_and_backward(cli, flop_counter_macs):
+    out = ok(cli, "resnet_train")
+    assert out.splitlines()[0].endswith("· training step")
+    total = flop_counter_macs("resnet", 96, train=True)
+    forward = flop_counter_macs("resnet", 96)
+    assert f"totals: 11,178,378 params · {human_count(total)} MACs" in out
+    assert f"forward {human_count(forward)} MACs · backward {human_count(total - forward)} MACs" in out
+
+
+def test_flops_help_lists_the_conventions(capsys):
+    code, out, err = run_main(["flops", "--help"], capsys)
+    assert (code, err) == (0, "")
+    assert "FLOPs = 2 × MACs" in out
+    flat = " ".join(out.split())
+    for rule in OTHER_OPS_CONVENTIONS:
+        assert " ".join(rule.split()) in flat
+
+
+def test_output_writes_the_file_and_nothing_to_stdout(cli):
+    assert ok(cli, "output_json") == ""
+    obj = json.loads((cli.work / "nin.json").read_text())
+    assert list(obj) == ["model", "input_shape", "mode", "dtype", "convention", "totals", "layers", "uncounted_ops"]
+    assert obj["totals"] == {"params": 1_992_166, "macs": 762_297_352, "flops": 2 * 762_297_352,
+                             "other_ops": 4_053_718, "bytes": 34_360_992}
+    assert set(obj["layers"][0]) == {"name", "type", "kind", "output_shape", "params", "macs", "flops", "other_ops",
+                                     "bytes", "intensity"}
+    assert not list(cli.work.glob(".*.tmp"))
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+def test_unknown_model_suggests_the_close_name_and_leaves_output_untouched(cli):
+    assert_user_error(cli.runs["unknown_model"], "unknown model 'alexnt'", "did you mean alexnet")
+    assert (cli.work / "kept.json").read_text() == KEPT
+
+
+def test_too_small_size_names_the_layer_and_the_smallest_size(cli):
+    # NiN at 66: 66 → 14 → 6 → 2, and the third 3×3 max pool (layer 5) has no room; 67 works.
+    assert_user_error(cli.runs["too_small"], "66×66 input is too small", "layer 5 (MaxPool2d)",
+                      "smallest size that works is 67")
+    assert (cli.work / "kept.json").read_text() == KEPT
+
+
+@pytest.mark.skipif(IS_ROOT, reason="root may write into a read-only folder; run as a normal user to check this")
+def test_output_into_a_read_only_folder_is_a_user_error_and_keeps_the_old_file(cli):
+    assert_user_error(cli.runs["readonly_folder"], "permission denied")
+    assert (cli.work / "readonly" / "kept.json").read_text() == KEPT
+
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    """``cli.main(argv)`` in this process: (exit code, stdout, stderr); argparse exits through SystemExit."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, out: str, err: str, fragment: str) -> None:
+    assert code == 2
+    assert out == ""
+    assert err.startswith("profiler: error: ") and err.endswith("\n") and err.count("\n") == 1, err
+    assert fragment in err
+
+
+@pytest.mark.parametrize(("model", "fragment"), [
+    ("torchvision:nosuchmodel", "torchvision has no classification model 'nosuchmodel'"),
+    ("nosuchmodule:f", "cannot import 'nosuchmodule' for nosuchmodule:f"),
+    ("mypkg.missing_dep:build", "cannot import 'mypkg.missing_dep'"),
+    ("mypkg.broken:build", "importing 'mypkg.broken' for mypkg.broken:build raised ZeroDivisionError"),
+    ("mypkg.nets:explodes", "mypkg.nets:explodes raised RuntimeError while building: factory exploded on purpose"),
+    ("mypkg.nets:not_a_module", "mypkg.nets:not_a_module returned dict, not a torch.nn.Module"),
+    ("mypkg.nets:nothere", "module 'mypkg.nets' has no callable 'nothere'"),
+])
+def test_bad_model_sources_exit_2_with_one_line(model, fragment, factory_dir, capsys):
+    assert_one_line_error(*run_main(["flops", model], capsys), fragment)
+
+
+def test_output_into_a_missing_folder_is_a_user_error(tmp_path, capsys):
+    target = tmp_path / "missing" / "out.json"
+    assert_one_line_error(*run_main(["flops", "lenet", "--output", str(target)], capsys), "does not exist")
+    assert not target.parent.exists()
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc, a folder no one can create files in")
+def test_output_into_a_folder_even_root_cannot_write_is_a_user_error(capsys):
+    assert_one_line_error(*run_main(["flops", "lenet", "--output", "/proc/profiler-test.json"], capsys),
+                          "--output /proc/profiler-test.json")
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["--size", "0"], "--size must be between 1 and 8192 (got 0)"),
+    (["--size", "-1"], "--size must be between 1 and 8192 (got -1)"),
+    (["--size", "abc"], "--size takes a whole number, not 'abc'"),
+    (["--size", "8193"], "--size must be between 1 and 8192 (got 8193)"),
+    (["--batch", "0"], "--batch must be at least 1 (got 0)"),
+    (["--channels", "0"], "--channels must be between 1 and 4096 (got 0)"),
+    (["--classes", "0"], "--classes must be between 1 and 1000000 (got 0)"),
+    (["--depth", "0"], "--depth must be at least 1 (got 0)"),
+    (["--format", "xml"], "invalid choice: 'xml'"),
+])
+def test_invalid_option_values_exit_2_with_one_line(argv, fragment, capsys):
+    assert_one_line_error(*run_main(["flops", "nin", *argv], capsys), fragment)
