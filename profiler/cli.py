@@ -85,6 +85,52 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--train", action="store_true",
                          help="count one training step: forward + loss + backward (weight and input gradients)")
         cmd.set_defaults(handler=_cmd_count, what=name)
+
+    memory = sub.add_parser(
+        "memory", help="peak GPU memory: measured on CUDA, predicted anywhere",
+        description="Peak GPU memory of inference or one training step, with a breakdown. Measured where CUDA is "
+                    "available, otherwise predicted for --gpu (and labelled so).")
+    _add_model_args(memory, batch_default=128)
+    memory.add_argument("--train", action="store_true", help="one training step (forward, backward, optimizer step)")
+    how = memory.add_mutually_exclusive_group()
+    how.add_argument("--measure", action="store_true", help="measure (needs CUDA, or --device cpu for host memory)")
+    how.add_argument("--predict", action="store_true", help="predict for --gpu without running anything")
+    memory.add_argument("--device", choices=("cuda", "cpu"), help="where to measure (default: cuda if available)")
+    memory.add_argument("--optimizer", choices=("sgd", "sgd-momentum", "adam"), default="sgd",
+                        help="optimizer of the training step (default: sgd, no momentum)")
+    memory.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                        help="parameter and activation dtype (default: float32)")
+    memory.add_argument("--checkpoint", action="store_true",
+                        help="activation checkpointing per block (recompute each block's activations in backward)")
+    memory.add_argument("--gpu", choices=("h100", "h200"), default="h100", help="GPU to predict for (default: h100)")
+    memory.add_argument("--gpu-memory", metavar="SIZE", help="device memory for --max-batch, e.g. 80GiB (default: "
+                                                              "the --gpu's)")
+    memory.add_argument("--max-batch", action="store_true",
+                        help="find the largest batch whose peak fits the device memory")
+    memory.add_argument("--trace", metavar="FILE", help="measured runs: save the allocator's memory history "
+                                                       "(open it at https://pytorch.org/memory_viz)")
+    memory.set_defaults(handler=_cmd_memory)
+
+    bandwidth = sub.add_parser(
+        "bandwidth", help="time, achieved FLOP/s and bandwidth per layer (torch profiler, NVML), with a roofline",
+        description="Kernel time per layer from the torch profiler, achieved FLOP/s and bytes/s against the device's "
+                    "peaks, NVML counters during the run. Without CUDA: CPU times, labelled CPU.")
+    _add_model_args(bandwidth, batch_default=128)
+    bandwidth.add_argument("--train", action="store_true", help="profile training steps instead of inference")
+    bandwidth.add_argument("--steps", type=_int_in("--steps", 1, 10_000), default=20,
+                           help="profiled steps (default: 20)")
+    bandwidth.add_argument("--warmup", type=_int_in("--warmup", 0, 10_000), default=5,
+                           help="warm-up steps before profiling (default: 5)")
+    bandwidth.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda if available, else cpu")
+    bandwidth.add_argument("--plot", metavar="FILE.png", help="also draw a roofline of the layers to FILE.png")
+    bandwidth.set_defaults(handler=_cmd_bandwidth)
+
+    report = sub.add_parser(
+        "report", help="regenerate the markdown comparison reports (the README's main job)",
+        description="Write the comparison reports: counts and predictions computed on the spot, measurements "
+                    "read from the committed JSON under reports/data/. Deterministic; reads only the repository.")
+    report.add_argument("--out", default="reports", metavar="DIR", help="output folder (default: reports)")
+    report.set_defaults(handler=_cmd_report)
     return parser
 
 
@@ -103,6 +149,41 @@ def _cmd_count(args: argparse.Namespace) -> int:
     results = count_configs(args.models, args.size, batch=args.batch, channels=args.channels, classes=args.classes,
                             train=args.train, depth=args.depth, fast_start=True)
     emit(format_stats(results, args.format, what=args.what), args.output)
+    return 0
+
+
+def _cmd_memory(args: argparse.Namespace) -> int:
+    from profiler.memory.runner import run_memory
+    from profiler.report.memory import format_memory
+
+    results = run_memory(args)
+    emit(format_memory(results, args.format), args.output)
+    return 0
+
+
+def _cmd_bandwidth(args: argparse.Namespace) -> int:
+    from profiler.bandwidth.runner import run_bandwidth
+    from profiler.report.bandwidth import format_bandwidth
+
+    if args.plot:
+        check_writable(args.plot)
+    results = run_bandwidth(args.models, args.size, batch=args.batch, channels=args.channels, classes=args.classes,
+                            train=args.train, steps=args.steps, warmup=args.warmup, device=args.device)
+    emit(format_bandwidth(results, args.format), args.output)
+    if args.plot:
+        from profiler.report.plots import roofline_plot
+
+        roofline_plot(results, args.plot)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from profiler.report.generate import generate
+
+    for path in generate(Path(args.out)):
+        sys.stdout.write(f"wrote {path}\n")
     return 0
 
 

@@ -1,0 +1,118 @@
+"""Everything the reports show, computed before a single file is written: counts and memory predictions on meta
+tensors (no GPU; about half a minute on two cores, most of it predicting training-step memory), measurements from
+the committed JSON. The renderers only format these records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from profiler.counting import ModelStats
+from profiler.memory.records import MemoryResult
+from profiler.memory.runner import predict_config
+from profiler.models import ZOO, build, resolve, smallest_input_size
+from profiler.models.zoo import CHAPTER7
+from profiler.report.measured import DATA_DIR, Measurements, load_measurements
+from profiler.runner import count_configs
+
+#: Input sizes every report compares (d2l trains chapter 7 at 224; exercise 7.2.3 asks for 96).
+SIZES = (96, 224)
+#: The batch of the memory predictions and of the committed measurements.
+BATCH = 128
+#: The GPU predictions are for: the one the committed reference was measured on, so the two compare.
+GPU = "h200"
+#: Models whose full per-layer table would run to hundreds of rows: fold to this ``--depth`` (one row per block).
+FOLD_DEPTH = {"resnet50": 2, "densenet121": 3, "densenet169": 3, "densenet201": 3}
+#: Exercise 7.1.3: AlexNet's training batches.
+ALEXNET_BATCHES = (64, 128, 512)
+#: Exercise 7.7.3: DenseNet's memory at the notes' small input, and the memory savers predicted at 224.
+DENSENET_SMALL_SIZE = 32
+DENSENET_SAVERS = {"checkpoint": dict(checkpoint=True), "bfloat16": dict(dtype="bfloat16"),
+                   "checkpoint + bfloat16": dict(checkpoint=True, dtype="bfloat16")}
+
+
+@dataclass
+class SizeData:
+    """One model at one input size. Counts at batch 1 are per image; batch-128 ones match the memory runs."""
+
+    size: int
+    table: ModelStats            # inference, batch 1, folded to the model's FOLD_DEPTH: the per-layer table
+    layers: ModelStats           # inference, batch 1, every layer
+    inference: ModelStats        # inference, batch BATCH
+    train: ModelStats            # one training step, batch BATCH
+    memory_inference: MemoryResult
+    memory_train: MemoryResult
+
+
+@dataclass
+class ModelData:
+    """A zoo model at its report sizes (:data:`SIZES`, and its own default size if different)."""
+
+    name: str
+    family: str
+    source: str
+    depth: int | None
+    sizes: dict[int, SizeData]
+
+
+@dataclass
+class ReportData:
+    """The inputs of every report page."""
+
+    models: dict[str, ModelData]               # the whole zoo, in zoo order
+    measured: Measurements
+    alexnet_batches: dict[int, MemoryResult]   # training at 224, predicted, per batch of ALEXNET_BATCHES
+    densenet_small: MemoryResult               # training at DENSENET_SMALL_SIZE, batch BATCH, predicted
+    densenet_savers: dict[str, MemoryResult]   # training at 224, batch BATCH, predicted, per DENSENET_SAVERS
+    nin_three_channels: ModelStats             # 224, batch 1, 3 input channels: the notes' hand count
+    smallest_sizes: dict[str, int | None]      # the six, 1 channel
+    googlenet_smallest: ModelStats             # GoogLeNet at its smallest input, batch 1
+    pointwise_params: dict[str, int]           # the six at 224: parameters of 1×1 convolutions
+    torchvision_alexnet: ModelStats            # the paper's AlexNet as torchvision builds it, 224, batch 1
+
+
+def report_sizes(name: str) -> tuple[int, ...]:
+    """:data:`SIZES`, plus the model's own default size (LeNet: 28) where that is another."""
+    return tuple(sorted({*SIZES, ZOO[name].default_size}))
+
+
+def _count(name: str, size: int, **kwargs: object) -> ModelStats:
+    return count_configs([name], [size], **kwargs)[0]
+
+
+def _size_data(name: str, size: int) -> SizeData:
+    layers = _count(name, size)
+    depth = FOLD_DEPTH.get(name)
+    return SizeData(size=size, table=_count(name, size, depth=depth) if depth else layers, layers=layers,
+                    inference=_count(name, size, batch=BATCH), train=_count(name, size, batch=BATCH, train=True),
+                    memory_inference=predict_config(name, size, BATCH, gpu=GPU),
+                    memory_train=predict_config(name, size, BATCH, train=True, gpu=GPU))
+
+
+def _pointwise_params(name: str, size: int) -> int:
+    """Parameters (weights and biases) of the model's 1×1 convolutions."""
+    model = build(resolve(name), size)
+    return sum(p.numel() for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
+               for p in m.parameters())
+
+
+def collect() -> ReportData:
+    """Count and predict every configuration the reports show, and read the committed measurements."""
+    models = {entry.name: ModelData(entry.name, entry.family, entry.source, FOLD_DEPTH.get(entry.name),
+                                    {size: _size_data(entry.name, size) for size in report_sizes(entry.name)})
+              for entry in ZOO.values()}
+    smallest = {name: smallest_input_size(resolve(name)) for name in CHAPTER7}
+    return ReportData(
+        models=models,
+        measured=load_measurements(DATA_DIR),
+        alexnet_batches={b: predict_config("alexnet", 224, b, train=True, gpu=GPU) for b in ALEXNET_BATCHES},
+        densenet_small=predict_config("densenet", DENSENET_SMALL_SIZE, BATCH, train=True, gpu=GPU),
+        densenet_savers={label: predict_config("densenet", 224, BATCH, train=True, gpu=GPU, **options)
+                         for label, options in DENSENET_SAVERS.items()},
+        nin_three_channels=_count("nin", 224, channels=3),
+        smallest_sizes=smallest,
+        googlenet_smallest=_count("googlenet", smallest["googlenet"] or 1),
+        pointwise_params={name: _pointwise_params(name, 224) for name in CHAPTER7},
+        torchvision_alexnet=_count("torchvision:alexnet", 224),
+    )
