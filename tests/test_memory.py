@@ -228,7 +228,7 @@ def _cli(*args):
 def test_memory_without_gpu_predicts_and_says_so():
     proc = _cli("densenet", "--size", "96", "--train", "--format", "json")
     assert proc.returncode == 0, proc.stderr
-    assert "predicting" in proc.stderr and "NVIDIA H100" in proc.stderr
+    assert "predicted peak memory" in proc.stderr and "NVIDIA H100" in proc.stderr
     data = json.loads(proc.stdout)
     assert data["source"] == "predicted" and data["device"] == "NVIDIA H100 80GB HBM3"
     assert set(data["breakdown"]) == {"weights", "gradients", "optimizer", "input", "activations", "workspace"}

@@ -41,9 +41,6 @@ def run_memory(args: argparse.Namespace) -> list[MemoryResult]:
     """Every (model, size) configuration of the command line, measured or predicted (see ``--help``)."""
     where = _measure_device(args)
     gpu = _target_gpu(args, where)
-    if where is None:
-        reason = "predicting" if args.predict else "no CUDA device: predicting"
-        sys.stderr.write(f"profiler: {reason} peak memory for {gpu.name} (nothing runs on a GPU)\n")
     if args.trace and where != "cuda":
         raise ProfilerError("--trace records the CUDA allocator's history; it needs --measure on a CUDA device")
     if args.max_batch and where == "cpu":
@@ -77,6 +74,9 @@ def run_memory(args: argparse.Namespace) -> list[MemoryResult]:
             if err.exit_code != EXIT_OUT_OF_MEMORY or len(configs) == 1:
                 raise
             results.append(_oom_entry(name, size, args, str(err)))
+    if where is None:  # said once it succeeded, so that a user error stays the only line on stderr
+        reason = "predicted" if args.predict else "no CUDA device: predicted"
+        sys.stderr.write(f"profiler: {reason} peak memory for {gpu.name} (nothing ran on a GPU)\n")
     return results
 
 

@@ -32,6 +32,7 @@ from torch.utils.checkpoint import checkpoint
 from torch.utils.weak import WeakIdKeyDictionary
 
 from profiler.memory.allocator import round_size
+from profiler.models.loading import tracked_forward
 from profiler.scopes import ModuleScopes, named_modules
 
 aten = torch.ops.aten
@@ -245,7 +246,8 @@ def trace_step(model: nn.Module, input_shape: tuple[int, ...], train: bool, opti
     Setup: weights, the input batch and its labels are resident. Inference: ``eval()``, no autograd, one forward.
     Training: ``train()``, two steps of ``zero_grad(set_to_none=True)``, forward, cross-entropy, backward, optimizer
     step; a "measure" event before the second step restarts the peak (the protocol reports the second step, once
-    lazily created state — optimizer buffers, cuDNN plans, cuBLAS workspaces — exists)."""
+    lazily created state — optimizer buffers, cuDNN plans, cuBLAS workspaces — exists). A failing forward raises
+    :class:`~profiler.models.loading.ForwardFailed` naming the layer."""
     model = model.to(dtype)
     modules = named_modules(model)
     scopes = ModuleScopes(modules, track_backward=train)
@@ -264,7 +266,7 @@ def trace_step(model: nn.Module, input_shape: tuple[int, ...], train: bool, opti
     opt = make_optimizer(optimizer, list(model.parameters())) if train else None
     model.train(train)
     try:
-        with (_Redirect(), scopes.attached(), rec,
+        with (_Redirect(), scopes.attached(), rec, tracked_forward(scopes, model),
               checkpointed_blocks(model, preserve_rng_state=False) if checkpoint_blocks else _nothing()):
             if not train:
                 rec.mark("measure")
