@@ -1,0 +1,158 @@
+"""Plain records of a bandwidth run: device peaks, NVML samples, per-layer timings, and the result of one
+configuration. Times are milliseconds per step, rates per second, bytes stay bytes; units are the formatter's job.
+
+``None`` always means "not measured" (and the record says why somewhere near it), never zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Layer categories of the time shares, by the layer's module type (see :func:`profiler.bandwidth.runner.category`).
+CATEGORIES = ("conv", "linear", "normalization", "elementwise", "pooling", "other")
+
+
+@dataclass(frozen=True)
+class Datasheet:
+    """A GPU's published peaks (dense, no sparsity), for comparison with the measured ones. Never measured."""
+
+    name: str
+    fp32_flops_per_s: float       # FP32 on CUDA cores (no tensor cores)
+    tf32_flops_per_s: float       # TF32 on tensor cores, dense (half the "with sparsity" figure)
+    bytes_per_s: float            # DRAM (HBM) bandwidth
+    source: str
+
+
+@dataclass
+class DevicePeaks:
+    """Measured peaks of one device (see :mod:`profiler.bandwidth.peaks` for how).
+
+    ``copy_bytes_per_s`` counts read + write of a device-to-device (or host memory) copy. ``fp32_flops_per_s`` is a
+    large fp32 matmul with TF32 off; ``tf32_flops_per_s`` the same matmul with TF32 on and ``conv_flops_per_s`` a
+    large fp32 convolution with cuDNN's default (TF32 allowed) — both CUDA only (None on the CPU)."""
+
+    device: str
+    kind: str                                   # "cuda" | "cpu"
+    copy_bytes_per_s: float
+    fp32_flops_per_s: float
+    tf32_flops_per_s: float | None = None
+    conv_flops_per_s: float | None = None
+    method: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tensor_core_flops_per_s(self) -> float | None:
+        """The roof of TF32 work: the faster of the TF32 matmul and the convolution (None on the CPU)."""
+        measured = [v for v in (self.tf32_flops_per_s, self.conv_flops_per_s) if v is not None]
+        return max(measured) if measured else None
+
+    @property
+    def fp32_ridge(self) -> float:
+        """FLOP/B where the FP32 roof meets the bandwidth roof."""
+        return self.fp32_flops_per_s / self.copy_bytes_per_s
+
+    @property
+    def tensor_core_ridge(self) -> float | None:
+        """FLOP/B where the TF32 roof meets the bandwidth roof (None on the CPU)."""
+        roof = self.tensor_core_flops_per_s
+        return roof / self.copy_bytes_per_s if roof is not None else None
+
+
+@dataclass
+class MetricSummary:
+    """One NVML metric over the sampled window: min/mean/max, or ``None`` with ``reason`` when not measured."""
+
+    unit: str
+    min: float | None = None
+    mean: float | None = None
+    max: float | None = None
+    samples: int = 0
+    reason: str | None = None
+
+
+@dataclass
+class NvmlSummary:
+    """NVML counters sampled by a thread during the profiled steps. ``available`` is False (with ``reason``) when
+    NVML could not be used at all; each metric may still be unsupported on its own (its ``reason`` says so).
+    ``timeline`` holds one dict per sample: ``t_s`` (seconds since the first sample) and each metric (None where
+    that sample has no value)."""
+
+    available: bool
+    reason: str | None = None
+    interval_s: float = 0.0
+    window_s: float = 0.0
+    metrics: dict[str, MetricSummary] = field(default_factory=dict)
+    timeline: list[dict[str, float | None]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LayerTiming:
+    """One row: a layer of the static count (same name), or ``(optimizer)`` / ``(other)``.
+
+    ``ms_per_step`` is the layer's measured time per step — CUDA kernel time on a GPU, CPU time inside its ranges on
+    the CPU — split into ``forward_ms`` and ``backward_ms`` where that applies. ``flops``/``bytes`` are the static
+    counts for the same step (None for rows the counter has no numbers for); the rates are counted ÷ measured.
+    ``compute_roof`` names the peak the layer is compared with ("fp32" or "tf32"), ``bound`` whether its intensity
+    lies below ("memory") or above ("compute") that roof's ridge point."""
+
+    name: str
+    type: str
+    category: str
+    ms_per_step: float
+    forward_ms: float = 0.0
+    backward_ms: float = 0.0
+    share: float = 0.0
+    flops: int | None = None
+    bytes: int | None = None
+    intensity: float | None = None
+    flops_per_s: float | None = None
+    bytes_per_s: float | None = None
+    compute_roof: str | None = None
+    compute_peak_fraction: float | None = None
+    bandwidth_peak_fraction: float | None = None
+    bound: str | None = None
+
+
+@dataclass
+class BandwidthResult:
+    """Time and achieved rates per layer of one configuration on one device.
+
+    ``step_ms``: median step time over ``timed_steps`` steps without profiling (CUDA events on a GPU,
+    ``perf_counter`` on the CPU); ``profiled_step_ms``: the same over the ``steps`` profiled steps (ranges, hooks,
+    profiler and NVML sampling on), so ``overhead_percent`` is the profiler's cost. ``attributed_ms`` sums the rows
+    (``(other)`` included) per profiled step; on a GPU ``idle_ms`` is the rest of the mean profiled step, when no
+    kernel ran (launch gaps, hooks). ``flops``/``bytes`` are the static counts of the step,
+    ``step_flops_per_s``/``step_bytes_per_s`` those ÷ the step time. ``time_basis`` says what a row's time is."""
+
+    model: str
+    source: str
+    input_shape: tuple[int, ...]
+    mode: str                                   # "inference" | "train"
+    dtype: str
+    device_kind: str                            # "cuda" | "cpu"
+    device_name: str
+    time_basis: str
+    warmup: int
+    timed_steps: int
+    steps: int
+    step_ms: float
+    profiled_step_ms: float
+    profiled_mean_step_ms: float
+    overhead_percent: float
+    attributed_ms: float
+    idle_ms: float | None
+    flops: int
+    bytes: int
+    step_flops_per_s: float
+    step_bytes_per_s: float
+    layers: list[LayerTiming]
+    shares: dict[str, float]
+    peaks: DevicePeaks
+    peaks_source: str
+    datasheet: Datasheet | None
+    nvml: NvmlSummary | None
+    settings: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)

@@ -1,0 +1,242 @@
+"""Bandwidth records (:class:`~profiler.bandwidth.records.BandwidthResult`) → table, markdown, JSON, CSV.
+
+The first line of every block says where the figures were measured: a GPU by name, or the CPU — and then no GPU
+figure (kernel time, NVML, datasheet, GPU peaks) appears anywhere in the block. Nothing is computed here beyond unit
+scaling: the records carry the rates and fractions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from profiler.bandwidth.records import CATEGORIES, BandwidthResult, LayerTiming, MetricSummary
+from profiler.report.counts import CONVENTION as COUNT_CONVENTION
+from profiler.report.output import render_table, to_csv, to_json
+from profiler.report.units import binary_unit, decimal_unit, fmt_scaled, human_bytes, shape_str
+
+CONVENTION = ("FLOPs and bytes are the static counts of the same step (python -m profiler flops); achieved FLOP/s "
+              "and bytes/s = counted ÷ measured time; % of peak = achieved ÷ the device's measured peak; a layer is "
+              "memory-bound when its intensity (FLOP/B) lies below the ridge point (compute peak ÷ copy bandwidth). "
+              "Counted bytes assume every tensor crosses DRAM, so a layer whose tensors stay in cache can show more "
+              "than the copy bandwidth")
+
+NVML_LABELS = {"used_memory_bytes": "used memory", "gpu_util_percent": "GPU utilization",
+               "memory_util_percent": "memory-controller utilization",
+               "dram_bw_util_percent": "DRAM bandwidth utilization (GPM)"}
+
+
+def headline(result: BandwidthResult) -> str:
+    """"measured on <GPU> (CUDA)" or "measured on CPU (...) — CPU figures only", then model, input, mode, steps."""
+    if result.device_kind == "cuda":
+        where = f"measured on {result.device_name} (CUDA)"
+    else:
+        where = f"measured on {result.device_name} — CPU figures only, no GPU figure"
+    source = f" ({result.source})" if result.source else ""
+    mode = "training step" if result.mode == "train" else "inference"
+    return (f"{where} · {result.model}{source} · input {shape_str(result.input_shape)} {result.dtype} · {mode} · "
+            f"{result.steps} profiled steps after {result.warmup} warm-up")
+
+
+def _rate(value: float | None, divisor: float) -> str:
+    return "-" if not value else fmt_scaled(value, divisor)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _layer_table(result: BandwidthResult, fmt: str) -> str:
+    rows = result.layers
+    train = result.mode == "train"
+    flop_div, flop_p = decimal_unit([r.flops or 0 for r in rows])
+    byte_div, byte_u = binary_unit([r.bytes or 0 for r in rows])
+    fps_div, fps_p = decimal_unit([r.flops_per_s or 0 for r in rows])
+    bps_div, bps_p = decimal_unit([r.bytes_per_s or 0 for r in rows])
+    time_label = "kernel ms/step" if result.device_kind == "cuda" else "CPU ms/step"
+    headers = ["layer", "type", time_label, "% time", *(["fwd ms", "bwd ms"] if train else []),
+               f"FLOPs ({flop_p or '1'})", f"bytes ({byte_u})", "FLOP/B", f"{fps_p}FLOP/s", f"{bps_p}B/s",
+               "% peak FLOP/s", "% peak B/s", "roof", "bound"]
+
+    def cells(r: LayerTiming) -> list[str]:
+        split = [f"{r.forward_ms:.3f}" if r.forward_ms else "-", f"{r.backward_ms:.3f}" if r.backward_ms else "-"]
+        return [r.name, r.type, f"{r.ms_per_step:.3f}", f"{100 * r.share:.1f}", *(split if train else []),
+                "-" if not r.flops else fmt_scaled(r.flops, flop_div),
+                "-" if not r.bytes else fmt_scaled(r.bytes, byte_div),
+                "-" if r.intensity is None or not r.flops else f"{r.intensity:.1f}",
+                _rate(r.flops_per_s, fps_div), _rate(r.bytes_per_s, bps_div),
+                _percent(r.compute_peak_fraction) if r.flops else "-",
+                _percent(r.bandwidth_peak_fraction) if r.bytes else "-",
+                r.compute_roof if r.flops else "-", r.bound or "-"]
+
+    table = [cells(r) for r in rows]
+    total = ["total", "", f"{result.attributed_ms:.3f}", "100.0"]
+    if train:
+        total += [f"{sum(r.forward_ms for r in rows):.3f}", f"{sum(r.backward_ms for r in rows):.3f}"]
+    total += [fmt_scaled(result.flops, flop_div), fmt_scaled(result.bytes, byte_div), "", "", "", "", "", "", ""]
+    table.append(total)
+    return render_table(headers, table, fmt, colalign=("left", "left") + ("right",) * (len(headers) - 4)
+                        + ("left", "left"))
+
+
+def _tera(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    divisor, prefix = decimal_unit([value])
+    return f"{value / divisor:,.2f} {prefix}{unit}"
+
+
+def _peaks_line(result: BandwidthResult) -> list[str]:
+    p, sheet = result.peaks, result.datasheet
+    if result.device_kind != "cuda":
+        return [f"CPU peaks ({result.peaks_source}): copy {_tera(p.copy_bytes_per_s, 'B/s')} (read + write), "
+                f"FP32 matmul {_tera(p.fp32_flops_per_s, 'FLOP/s')}; ridge point {p.fp32_ridge:.1f} FLOP/B — "
+                f"{p.method}"]
+
+    def beside(measured: float | None, published: float | None, unit: str) -> str:
+        text = _tera(measured, unit)
+        return f"{text} (datasheet {_tera(published, unit)})" if published else text
+
+    lines = [f"peaks of this GPU ({result.peaks_source}): copy "
+             f"{beside(p.copy_bytes_per_s, sheet and sheet.bytes_per_s, 'B/s')} read + write · FP32 matmul "
+             f"{beside(p.fp32_flops_per_s, sheet and sheet.fp32_flops_per_s, 'FLOP/s')} · TF32 matmul "
+             f"{beside(p.tf32_flops_per_s, sheet and sheet.tf32_flops_per_s, 'FLOP/s')} · convolution (cuDNN) "
+             f"{_tera(p.conv_flops_per_s, 'FLOP/s')}"]
+    ridges = [f"FP32 {p.fp32_ridge:.1f} FLOP/B"]
+    if p.tensor_core_ridge is not None:
+        ridges.append(f"TF32 {p.tensor_core_ridge:.1f} FLOP/B")
+    lines.append(f"ridge points (measured): {' · '.join(ridges)}; calibration: {p.method}")
+    lines.append(f"datasheet: {sheet.name}, {sheet.source}" if sheet else
+                 f"datasheet: no entry for {result.device_name} (known: H100, H200, A100)")
+    return lines
+
+
+def _metric(key: str, m: MetricSummary) -> str:
+    label = NVML_LABELS.get(key, key)
+    if m.mean is None:
+        return f"{label}: n/a ({m.reason})"
+    if m.unit == "bytes":
+        return f"{label} {human_bytes(m.min)} / {human_bytes(m.mean)} / {human_bytes(m.max)}"
+    return f"{label} {m.min:.0f} / {m.mean:.1f} / {m.max:.0f} %"
+
+
+def _nvml_lines(result: BandwidthResult) -> list[str]:
+    if result.device_kind != "cuda":
+        return []
+    nvml = result.nvml
+    if nvml is None or not nvml.available:
+        return [f"NVML: {nvml.reason if nvml else 'not sampled'}"]
+    head = (f"NVML during the profiled steps ({nvml.window_s:.2f} s, {len(nvml.timeline)} samples every "
+            f"{1000 * nvml.interval_s:.0f} ms; min / mean / max): ")
+    return [head + " · ".join(_metric(k, m) for k, m in nvml.metrics.items()), *nvml.notes]
+
+
+def _footer(result: BandwidthResult) -> list[str]:
+    cuda = result.device_kind == "cuda"
+    timer = "CUDA events" if cuda else "perf_counter"
+    lines = [f"step time {result.step_ms:.3f} ms (median of {result.timed_steps}, {timer}, no profiler) · "
+             f"{result.profiled_step_ms:.3f} ms profiled (layer ranges + torch.profiler"
+             f"{' + NVML sampling' if cuda else ''}): profiler overhead {result.overhead_percent:+.1f} %"]
+    other = next((r.ms_per_step for r in result.layers if r.name == "(other)"), 0.0)
+    if cuda:
+        lines.append(f"kernel time {result.attributed_ms:.3f} ms per profiled step ((other): {other:.3f} ms of "
+                     f"kernels outside every layer); GPU idle {result.idle_ms:.3f} ms per profiled step (mean "
+                     f"{result.profiled_mean_step_ms:.3f} ms: launch gaps, hooks, profiler)")
+    else:
+        lines.append(f"the rows add up to {result.attributed_ms:.3f} ms per profiled step (mean "
+                     f"{result.profiled_mean_step_ms:.3f} ms); (other), {other:.3f} ms, is time outside every "
+                     "layer: autograd engine, hooks, Python between layers")
+    lines.append("share of time by layer type (the layer's module class): "
+                 + " · ".join(f"{c} {100 * result.shares.get(c, 0.0):.1f} %" for c in CATEGORIES))
+    lines.append(f"whole step (counted ÷ step time, derived): {_tera(result.step_flops_per_s, 'FLOP/s')}, "
+                 f"{_tera(result.step_bytes_per_s, 'B/s')} ({result.flops / 1e9:,.2f} GFLOPs, "
+                 f"{human_bytes(result.bytes)} counted per step)")
+    lines += _peaks_line(result)
+    lines += _nvml_lines(result)
+    if cuda:
+        s = result.settings
+        lines.append(f"numerics: float32 matmul precision '{s['float32_matmul_precision']}' (linear layers on "
+                     f"{'TF32 tensor cores' if s['float32_matmul_precision'] != 'highest' else 'FP32 CUDA cores'}),"
+                     f" cudnn.allow_tf32={s['cudnn_allow_tf32']} (convolutions on "
+                     f"{'TF32 tensor cores' if s['cudnn_allow_tf32'] else 'FP32'}), "
+                     f"cudnn.benchmark={s['cudnn_benchmark']}; each layer is compared with its roof (column roof)")
+    lines.append(f"time: {result.time_basis}")
+    lines += [f"note: {note}" for note in result.notes]
+    lines.append(f"convention: {CONVENTION}")
+    prov = result.provenance
+    if cuda:
+        lines.append(f"provenance: {prov.get('device')}, driver {prov.get('driver')}, torch {prov.get('torch')}, "
+                     f"CUDA {prov.get('cuda')}, cuDNN {prov.get('cudnn')}, {prov.get('date')}")
+    else:
+        lines.append(f"provenance: {prov.get('device')}, torch {prov.get('torch')}, {prov.get('date')}")
+    return lines
+
+
+def _summary(results: Sequence[BandwidthResult], fmt: str) -> str:
+    headers = ["model", "input", "mode", "device", "step ms", "profiled ms", "overhead %", "slowest layer"]
+    rows = []
+    for r in results:
+        slowest = max((x for x in r.layers if x.name not in ("(other)", "(optimizer)")),
+                      key=lambda x: x.ms_per_step, default=None)
+        rows.append([r.model, shape_str(r.input_shape), r.mode, r.device_name, f"{r.step_ms:.3f}",
+                     f"{r.profiled_step_ms:.3f}", f"{r.overhead_percent:+.1f}",
+                     f"{slowest.name} ({100 * slowest.share:.1f} %)" if slowest else "-"])
+    return render_table(headers, rows, fmt, colalign=("left",) * 4 + ("right",) * 3 + ("left",))
+
+
+def format_bandwidth(results: Sequence[BandwidthResult], fmt: str) -> str:
+    """Render bandwidth results as ``fmt`` (table, markdown, json, csv)."""
+    if fmt == "json":
+        objs = [bandwidth_json(r) for r in results]
+        return to_json(objs[0] if len(objs) == 1 else objs)
+    if fmt == "csv":
+        return to_csv(CSV_HEADERS, [row for r in results for row in _csv_rows(r)])
+    blocks = []
+    for result in results:
+        heading = f"### {headline(result)}" if fmt == "markdown" else headline(result)
+        footer = _footer(result)
+        if fmt == "markdown":
+            footer = [f"- {line}" for line in footer]
+        blocks.append("\n".join([heading, "", _layer_table(result, fmt), "", *footer]))
+    if len(results) > 1:
+        heading = "### Summary" if fmt == "markdown" else "Summary"
+        blocks.append(f"{heading}\n\n{_summary(results, fmt)}")
+    return "\n\n".join(blocks) + "\n"
+
+
+def _significant(obj: Any, digits: int = 6) -> Any:
+    """Floats rounded to ``digits`` significant digits, recursively (measurements carry no more)."""
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}") if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _significant(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_significant(v, digits) for v in obj]
+    return obj
+
+
+def bandwidth_json(result: BandwidthResult) -> dict[str, Any]:
+    """The JSON object of one result: every field of the record (peaks, datasheet, NVML timeline, provenance
+    included), a ``measured_on`` line and the conventions."""
+    obj = asdict(result)
+    obj["input_shape"] = list(result.input_shape)
+    head = {"measured_on": headline(result).split(" · ")[0], "convention": CONVENTION,
+            "count_convention": COUNT_CONVENTION}
+    return _significant({**head, **obj})
+
+
+CSV_HEADERS = ["model", "input_shape", "mode", "device", "layer", "type", "category", "ms_per_step", "forward_ms",
+               "backward_ms", "share", "flops", "bytes", "intensity", "flops_per_s", "bytes_per_s", "compute_roof",
+               "compute_peak_fraction", "bandwidth_peak_fraction", "bound"]
+
+
+def _csv_rows(result: BandwidthResult) -> list[list[Any]]:
+    def cell(value: Any) -> Any:
+        if value is None:
+            return ""
+        return f"{value:.6g}" if isinstance(value, float) else value
+
+    return [[result.model, shape_str(result.input_shape), result.mode, result.device_name, r.name, r.type,
+             r.category, *(cell(getattr(r, f)) for f in CSV_HEADERS[7:])] for r in result.layers]

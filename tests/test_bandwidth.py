@@ -1,0 +1,620 @@
+"""Bandwidth: layer ranges and attribution (forward and backward, on the CPU), the CPU path end to end (functions and
+the real CLI), NVML failure modes (mocked pynvml), the peaks cache, the roofline PNG, the CUDA path where there is a
+GPU, and the physical sense of committed GPU results.
+
+CPU timing runs at one intra-op thread: on a shared 2-core machine an OpenMP region waits for its slowest thread,
+which turns 0.05 ms ops into 8 ms ones and makes the times say more about the neighbours than about the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+
+from profiler.bandwidth import nvml as nvml_module
+from profiler.bandwidth.nvml import NvmlSampler
+from profiler.bandwidth.peaks import (
+    cache_file,
+    datasheet_for,
+    device_peaks,
+    load_cached,
+    save_cached,
+)
+from profiler.bandwidth.records import BandwidthResult, DevicePeaks, LayerTiming, MetricSummary, NvmlSummary
+from profiler.bandwidth.runner import (
+    OTHER_ROW,
+    category,
+    out_of_memory_error,
+    profile_config,
+    run_bandwidth,
+)
+from profiler.bandwidth.timing import (
+    LayerRanges,
+    TraceEvent,
+    cpu_times,
+    enclosing,
+    kernel_times,
+    parse_range,
+    range_name,
+    trace_events,
+    widened,
+)
+from profiler.cli import main
+from profiler.counting import count_model
+from profiler.errors import ProfilerError
+from profiler.models import build, resolve
+from profiler.report.bandwidth import format_bandwidth
+from profiler.report.plots import roofline_plot
+from profiler.scopes import named_modules
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = ROOT / "reports" / "data"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+#: Rows (``(other)`` included) against the mean profiled step on the CPU: the step's perf_counter also covers
+#: entering and leaving the step's own range, so the rows may fall short by a little, never exceed it.
+CPU_SUM_TOLERANCE = 0.05
+#: Committed GPU results: kernels + idle against the mean profiled step, and each layer against its roof.
+GPU_SUM_TOLERANCE = 0.03
+ROOF_TOLERANCE = 0.05
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_cpu_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def peaks_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache") / "peaks.json"
+
+
+@pytest.fixture(scope="module")
+def cpu_train(peaks_path: Path) -> BandwidthResult:
+    """A ResNet-18 training step at batch 2, 32×32, timed on the CPU (3 profiled steps)."""
+    [result] = run_bandwidth(["resnet"], [32], batch=2, train=True, steps=3, warmup=1, device="cpu",
+                             peaks_path=peaks_path)
+    return result
+
+
+@pytest.fixture(scope="module")
+def cpu_inference(peaks_path: Path) -> BandwidthResult:
+    [result] = run_bandwidth(["lenet"], None, batch=2, steps=3, warmup=1, device="cpu", peaks_path=peaks_path)
+    return result
+
+
+# --- attribution: ranges on the CPU, kernels from synthetic events -------------------------------------------------
+
+class Block(nn.Module):
+    """A container with an op of its own (the residual add), like the zoo's Residual."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) + x
+
+
+def _tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), Block(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+
+
+def _owners(train: bool) -> dict[str, set[tuple[str, str]]]:
+    """op name → the (phase, layer) ranges its calls ran in, for one step of the tiny model on the CPU."""
+    model, loss_fn = _tiny(), nn.CrossEntropyLoss()
+    modules = named_modules(model)
+    modules["loss"] = loss_fn
+    ranges = LayerRanges(modules, track_backward=train)
+    x, y = torch.randn(2, 1, 8, 8), torch.tensor([1, 2])
+    with ranges.attached(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        if train:
+            loss = loss_fn(model(x), y)
+            ranges.hook_backward()
+            loss.backward()
+            ranges.end_step()
+        else:
+            with torch.no_grad():
+                model(x)
+    events = trace_events(prof)
+    owners: dict[str, set[tuple[str, str]]] = {}
+    ops = [e for e in events if not parse_range(e.name) and e.name != "profiler.bandwidth/step"]
+    found = enclosing(widened(events), ops)
+    for op in ops:
+        owners.setdefault(op.name, set()).add(parse_range(found[op].name) if found[op] else None)
+    return owners
+
+
+def test_forward_ops_run_inside_the_range_of_their_innermost_module():
+    owners = _owners(train=False)
+    assert owners["aten::mkldnn_convolution"] == {("forward", "0"), ("forward", "2.conv")}
+    assert owners["aten::clamp_min"] == {("forward", "1")}
+    assert owners["aten::add"] == {("forward", "2")}  # the block's own residual add, not its conv's
+    assert owners["aten::addmm"] == {("forward", "4")}
+
+
+def test_backward_ops_run_inside_the_range_of_the_module_whose_forward_created_them():
+    owners = _owners(train=True)
+    assert owners["aten::convolution_backward"] == {("backward", "0"), ("backward", "2.conv")}
+    assert owners["aten::threshold_backward"] == {("backward", "1")}
+    assert owners["aten::mm"] == {("backward", "4")}
+    assert owners["aten::nll_loss_backward"] == {("backward", "loss")}
+    # parameter gradients are accumulated in the range of the module that owns the parameter
+    assert owners["torch::autograd::AccumulateGrad"] == {("backward", "0"), ("backward", "2.conv"),
+                                                         ("backward", "4")}
+    # x feeds both the block's conv and its add: the engine sums the two gradients (aten::add) after the conv's
+    # backward, whose gradient arrives last, and inside the engine's event for that node
+    assert owners["aten::add"] == {("forward", "2"), ("backward", "2.conv")}
+    # only the seed gradient of loss.backward() belongs to no layer
+    assert {name for name, where in owners.items() if None in where} == {
+        "aten::ones_like", "aten::empty_like", "aten::empty_strided", "aten::fill_"}
+
+
+def _ev(name: str, thread: int, start: int, end: int, corr: int = 0, linked: int = 0,
+        device: bool = False) -> TraceEvent:
+    return TraceEvent(name, thread, start, end, device, corr, linked)
+
+
+def test_kernels_are_charged_to_the_range_around_the_op_that_launched_them():
+    fwd_a, fwd_b, bwd_a = range_name("forward", "a"), range_name("forward", "b"), range_name("backward", "a")
+    events = [
+        _ev(fwd_a, 1, 0, 100, corr=1), _ev(fwd_b, 1, 10, 50, corr=2),   # b nested in a
+        _ev("aten::conv2d", 1, 12, 40, corr=3), _ev("aten::convolution", 1, 13, 39, corr=4),
+        _ev("aten::add", 1, 60, 70, corr=5),                             # a's own op
+        _ev(bwd_a, 2, 200, 300, corr=6), _ev("aten::convolution_backward", 2, 210, 290, corr=7),
+        _ev("aten::fill_", 1, 150, 160, corr=8),                         # outside every range
+        _ev("cudaLaunchKernel", 1, 14, 15, corr=90, linked=4),           # runtime call: not a CPU op
+        _ev("cudaMemsetAsync", 4242, 61, 62, corr=4, linked=5),          # CUPTI's id 4 is not op 4
+        _ev("conv_kernel", 7, 400, 430, corr=90, linked=4, device=True),
+        _ev("add_kernel", 7, 425, 445, corr=91, linked=5, device=True),  # overlaps the conv kernel by 5
+        _ev("dgrad_kernel", 7, 500, 560, corr=92, linked=7, device=True),
+        _ev("fill_kernel", 7, 600, 604, corr=93, linked=8, device=True),
+        _ev("mystery_kernel", 7, 700, 701, corr=94, linked=999, device=True),
+    ]
+    result = kernel_times(events)
+    assert result.ns == {("b", "forward"): 30, ("a", "forward"): 20, ("a", "backward"): 60}
+    assert result.unattributed_ns == 4 + 1
+    assert result.busy_ns == 45 + 60 + 4 + 1   # the union: overlapping kernels count once
+    assert result.device_events == 5
+
+
+def test_work_the_engine_does_for_a_node_after_its_hooks_belongs_to_that_node():
+    bwd = range_name("backward", "block.conv")
+    engine = "autograd::engine::evaluate_function: ConvolutionBackward0"
+    events = [_ev(engine, 2, 100, 200, corr=1), _ev(bwd, 2, 105, 170, corr=2),
+              _ev("aten::convolution_backward", 2, 110, 160, corr=3),
+              _ev("aten::add", 2, 175, 190, corr=4),                     # the input-buffer sum, after the post-hook
+              _ev("k1", 7, 300, 350, corr=90, linked=3, device=True), _ev("k2", 7, 350, 360, corr=91, linked=4,
+                                                                            device=True)]
+    assert kernel_times(events).ns == {("block.conv", "backward"): 60}
+    assert cpu_times([_ev("profiler.bandwidth/step", 2, 0, 1000), *events]).ns == {("block.conv", "backward"): 100}
+
+
+def test_cpu_time_of_a_range_excludes_the_ranges_nested_in_it():
+    events = [_ev("profiler.bandwidth/step", 1, 0, 1000), _ev(range_name("forward", ""), 1, 10, 500),
+              _ev(range_name("forward", "0"), 1, 20, 200), _ev(range_name("forward", "1"), 1, 210, 400),
+              _ev(range_name("backward", "0"), 1, 600, 900), _ev("aten::mm", 1, 30, 190)]
+    result = cpu_times(events)
+    assert result.ns == {("", "forward"): 490 - 180 - 190, ("0", "forward"): 180, ("1", "forward"): 190,
+                         ("0", "backward"): 300}
+    assert result.step_ns == 1000
+    assert result.unattributed_ns == 1000 - 490 - 300
+    assert result.attributed_ns + result.unattributed_ns == result.step_ns
+
+
+class _RawEvent:
+    """A stand-in for torch's _KinetoEvent; ``kind=None`` mimics a torch without ``activity_type``."""
+
+    def __init__(self, name: str, device: bool, start: int, duration: int, corr: int, linked: int,
+                 kind: str | None) -> None:
+        self._v = dict(name=name, device=device, start=start, duration=duration, corr=corr, linked=linked)
+        if kind is not None:
+            self.activity_type = lambda: kind
+            self.is_user_annotation = lambda: kind == "user_annotation"
+
+    def name(self) -> str:
+        return self._v["name"]
+
+    def device_type(self):
+        return torch.autograd.DeviceType.CUDA if self._v["device"] else torch.autograd.DeviceType.CPU
+
+    def start_ns(self) -> int:
+        return self._v["start"]
+
+    def duration_ns(self) -> int:
+        return self._v["duration"]
+
+    def start_thread_id(self) -> int:
+        return 1
+
+    def correlation_id(self) -> int:
+        return self._v["corr"]
+
+    def linked_correlation_id(self) -> int:
+        return self._v["linked"]
+
+
+@pytest.mark.parametrize("with_activity_type", [True, False], ids=["activity_type", "older_torch"])
+def test_annotations_mirrored_on_the_gpu_timeline_are_not_kernels(with_activity_type: bool):
+    def kind(value: str) -> str | None:
+        return value if with_activity_type else None
+
+    fwd = range_name("forward", "0")
+    raw = [_RawEvent(fwd, False, 0, 100, 1, 0, kind("user_annotation")),
+           _RawEvent("aten::relu", False, 10, 20, 2, 0, kind("cpu_op")),
+           _RawEvent("cudaLaunchKernel", False, 12, 1, 2, 2, kind("cuda_runtime")),  # CUPTI id 2, op 2
+           _RawEvent(fwd, True, 5, 200, 3, 0, kind("gpu_user_annotation")),
+           _RawEvent("relu_kernel", True, 40, 7, 4, 2, kind("kernel")),
+           _RawEvent("Memset (Device)", True, 60, 3, 5, 2, kind("gpu_memset"))]
+    prof = types.SimpleNamespace(profiler=types.SimpleNamespace(
+        kineto_results=types.SimpleNamespace(events=lambda: raw)))
+    events = trace_events(prof)
+    assert [e.name for e in events if e.on_device] == ["relu_kernel", "Memset (Device)"]
+    assert next(e for e in events if e.name == "cudaLaunchKernel").linked_id == 2
+    assert kernel_times(events).ns == {("0", "forward"): 10}
+
+
+@pytest.mark.parametrize(("module", "expected"), [
+    (nn.Conv2d(1, 1, 1), "conv"), (nn.Linear(1, 1), "linear"), (nn.BatchNorm2d(1), "normalization"),
+    (nn.LocalResponseNorm(2), "normalization"), (nn.MaxPool2d(2), "pooling"), (nn.AdaptiveAvgPool2d(1), "pooling"),
+    (nn.ReLU(), "elementwise"), (nn.Dropout(), "elementwise"), (nn.Flatten(), "elementwise"),
+    (Block(), "elementwise"), (nn.CrossEntropyLoss(), "other"), (None, "other")])
+def test_layers_are_classified_by_module_type(module: nn.Module | None, expected: str):
+    assert category(module) == expected
+
+
+# --- the CPU path end to end ----------------------------------------------------------------------------------------
+
+def test_cpu_rows_add_up_to_the_profiled_step(cpu_train: BandwidthResult):
+    rows = sum(r.ms_per_step for r in cpu_train.layers)
+    assert rows == pytest.approx(cpu_train.attributed_ms)
+    assert cpu_train.profiled_mean_step_ms * (1 - CPU_SUM_TOLERANCE) <= rows <= cpu_train.profiled_mean_step_ms
+    other = next(r for r in cpu_train.layers if r.name == OTHER_ROW)
+    assert other.ms_per_step < 0.5 * rows  # the layers, not the glue, hold most of the time
+    assert sum(cpu_train.shares.values()) == pytest.approx(1.0)
+
+
+def test_cpu_rows_are_the_static_counts_rows_with_the_same_counts(cpu_train: BandwidthResult):
+    spec = resolve("resnet")
+    stats = count_model(build(spec, 32), spec.input_shape(2, 32), name="resnet", train=True)
+    layers = {r.name: r for r in cpu_train.layers}
+    assert [r.name for r in cpu_train.layers] == [*(s.name for s in stats.layers), "(optimizer)", OTHER_ROW]
+    for s in stats.layers:
+        assert (layers[s.name].flops, layers[s.name].bytes) == (s.flops, s.bytes)
+    conv = layers["b2.0.conv1"]
+    assert conv.forward_ms > 0 and conv.backward_ms > 0
+    assert conv.ms_per_step == pytest.approx(conv.forward_ms + conv.backward_ms)
+    assert conv.flops_per_s == pytest.approx(conv.flops / (conv.ms_per_step / 1e3))
+    assert conv.compute_roof == "fp32" and conv.bound in ("memory", "compute")
+    assert cpu_train.flops == stats.totals.flops and cpu_train.bytes == stats.totals.bytes
+
+
+def test_cpu_result_is_labelled_cpu_and_carries_no_gpu_figure(cpu_train: BandwidthResult):
+    assert cpu_train.device_kind == "cpu" and cpu_train.device_name.startswith("CPU")
+    assert cpu_train.peaks.kind == "cpu" and cpu_train.peaks.tf32_flops_per_s is None
+    assert (cpu_train.datasheet, cpu_train.nvml, cpu_train.idle_ms) == (None, None, None)
+    for fmt in ("table", "markdown"):
+        text = format_bandwidth([cpu_train], fmt)
+        assert text.lstrip("# ").startswith("measured on CPU")
+        for gpu_word in ("CUDA", "kernel", "NVML", "datasheet", "TF32", "GPU idle", "HBM"):
+            assert gpu_word not in text, gpu_word
+    obj = json.loads(format_bandwidth([cpu_train], "json"))
+    assert obj["measured_on"].startswith("measured on CPU")
+    assert obj["nvml"] is None and obj["datasheet"] is None and obj["idle_ms"] is None
+    csv_lines = format_bandwidth([cpu_train], "csv").splitlines()
+    assert len(csv_lines) == 1 + len(cpu_train.layers) and all("CPU" in line for line in csv_lines[1:])
+
+
+def test_inference_rows_have_no_backward_time(cpu_inference: BandwidthResult):
+    assert cpu_inference.mode == "inference"
+    assert all(r.backward_ms == 0 for r in cpu_inference.layers)
+    assert not any(r.name == "(optimizer)" for r in cpu_inference.layers)
+    assert "fwd ms" not in format_bandwidth([cpu_inference], "table")
+
+
+def test_two_results_get_a_summary(cpu_train: BandwidthResult, cpu_inference: BandwidthResult):
+    text = format_bandwidth([cpu_inference, cpu_train], "markdown")
+    assert "### Summary" in text and text.count("### measured on CPU") == 2
+
+
+def test_cli_times_a_tiny_model_on_the_cpu_and_draws_its_roofline(tmp_path: Path):
+    plot, out = tmp_path / "roofline.png", tmp_path / "bw.txt"
+    env = dict(os.environ, PROFILER_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "profiler", "bandwidth", "lenet", "--batch", "2", "--steps", "2",
+                           "--warmup", "1", "--device", "cpu", "--output", str(out), "--plot", str(plot)],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    assert text.startswith("measured on CPU") and "lenet" in text.splitlines()[0]
+    assert plot.read_bytes().startswith(PNG_MAGIC) and plot.stat().st_size > 10_000
+    assert (tmp_path / "cache" / "peaks.json").is_file()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
+def test_device_cuda_without_a_gpu_is_a_one_line_error_suggesting_cpu(capsys: pytest.CaptureFixture[str]):
+    assert main(["bandwidth", "lenet", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--device cpu" in err
+
+
+def test_too_small_input_is_a_user_error(peaks_path: Path):
+    with pytest.raises(ProfilerError, match="too small"):
+        run_bandwidth(["alexnet"], [32], batch=1, steps=1, warmup=0, device="cpu", peaks_path=peaks_path)
+
+
+def test_running_out_of_host_memory_is_exit_code_3(monkeypatch: pytest.MonkeyPatch):
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:118] . DefaultCPUAllocator: can't allocate memory: you "
+                           "tried to allocate 1099511627776 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr("profiler.bandwidth.runner._measure", fail)
+    peaks = DevicePeaks("CPU", "cpu", 1e10, 1e11)
+    with pytest.raises(ProfilerError) as info:
+        profile_config(resolve("lenet"), 28, 2, None, None, False, 1, 0, torch.device("cpu"), peaks, "test", {})
+    assert info.value.exit_code == 3
+    assert "1.00 TiB" in str(info.value) and "--batch" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_gpu_out_of_memory_message_says_what_was_needed_and_what_was_free():
+    err = out_of_memory_error("vgg at [4096, 1, 224, 224] (training)",
+                              "CUDA out of memory. Tried to allocate 24.50 GiB. GPU 0 has a total capacity of "
+                              "79.19 GiB of which 3.12 GiB is free.", "GPU", 50 << 30, 78 << 30, 80 << 30)
+    assert err.exit_code == 3
+    assert str(err) == ("vgg at [4096, 1, 224, 224] (training) ran out of GPU memory: one allocation needed "
+                        "24.50 GiB on top of the 50.00 GiB it held, with 78.00 GiB free of 80.00 GiB before the run; "
+                        "try a smaller --batch or --size")
+
+
+# --- NVML (mocked) ---------------------------------------------------------------------------------------------------
+
+class FakeNvmlError(Exception):
+    def __init__(self, value: int) -> None:
+        super().__init__(f"NVML error {value}")
+        self.value = value
+
+
+def _fake_nvml(utilization: bool = True, gpm: bool = False, init_fails: bool = False) -> types.SimpleNamespace:
+    import pynvml
+
+    def init() -> None:
+        if init_fails:
+            raise FakeNvmlError(12)
+
+    def rates(handle: object) -> types.SimpleNamespace:
+        if not utilization:
+            raise FakeNvmlError(3)
+        return types.SimpleNamespace(gpu=87, memory=41)
+
+    def metrics_get(request: object) -> object:
+        request.metrics[0].value = 42.5
+        request.metrics[0].nvmlReturn = 0
+        return request
+
+    return types.SimpleNamespace(
+        NVML_ERROR_NOT_SUPPORTED=3, NVML_SUCCESS=0, NVMLError=FakeNvmlError,
+        NVML_GPM_METRICS_GET_VERSION=1, NVML_GPM_METRIC_DRAM_BW_UTIL=10,
+        c_nvmlGpmMetricsGet_t=pynvml.c_nvmlGpmMetricsGet_t,
+        nvmlInit=init, nvmlShutdown=lambda: None,
+        nvmlDeviceGetHandleByUUID=lambda uuid: "handle", nvmlDeviceGetHandleByIndex=lambda index: "handle",
+        nvmlDeviceGetMemoryInfo=lambda handle: types.SimpleNamespace(used=3 << 30),
+        nvmlDeviceGetUtilizationRates=rates,
+        nvmlGpmQueryDeviceSupport=lambda handle: types.SimpleNamespace(isSupportedDevice=int(gpm)),
+        nvmlGpmSampleAlloc=pynvml.c_nvmlGpmSample_t, nvmlGpmSampleFree=lambda sample: None,
+        nvmlGpmSampleGet=lambda handle, sample: sample, nvmlGpmMetricsGet=metrics_get)
+
+
+def _sample(nvml: object, seconds: float = 0.05) -> NvmlSummary:
+    import time
+
+    with NvmlSampler(uuid="abc", interval_s=0.01, nvml=nvml) as sampler:
+        time.sleep(seconds)
+    return sampler.summary()
+
+
+def test_missing_pynvml_is_reported_as_unavailable_not_raised(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml → ImportError
+    summary = _sample(None)
+    assert not summary.available and "nvidia-ml-py" in summary.reason
+    assert all(m.mean is None and m.reason for m in summary.metrics.values())
+
+
+def test_nvml_that_fails_to_start_is_reported_with_its_reason():
+    summary = _sample(_fake_nvml(init_fails=True))
+    assert not summary.available and "nvmlInit failed" in summary.reason and summary.timeline == []
+
+
+def test_unsupported_metrics_are_null_with_a_reason_never_zero():
+    summary = _sample(_fake_nvml(utilization=False, gpm=False))
+    assert summary.available
+    assert summary.metrics["used_memory_bytes"].mean == 3 << 30
+    for key in ("gpu_util_percent", "memory_util_percent"):
+        assert summary.metrics[key].mean is None and "NOT_SUPPORTED" in summary.metrics[key].reason
+    assert "Hopper" in summary.metrics["dram_bw_util_percent"].reason
+    assert all(entry["gpu_util_percent"] is None for entry in summary.timeline)
+
+
+def test_gpm_dram_bandwidth_utilization_comes_from_sample_pairs(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(nvml_module, "GPM_MIN_INTERVAL_S", 0.02)
+    summary = _sample(_fake_nvml(gpm=True), seconds=0.15)
+    dram = summary.metrics["dram_bw_util_percent"]
+    assert dram.mean == pytest.approx(42.5) and dram.samples >= 2
+    assert summary.metrics["gpu_util_percent"].max == 87
+    assert any("whole window" in note for note in summary.notes)
+
+
+def test_the_real_nvml_here_never_raises():
+    summary = _sample(None, seconds=0.02)
+    assert summary.available or summary.reason.startswith("NVML unavailable")
+
+
+# --- peaks -----------------------------------------------------------------------------------------------------------
+
+def test_peaks_cache_keeps_each_device_and_survives_a_damaged_file(tmp_path: Path):
+    path = tmp_path / "sub" / "peaks.json"
+    h100 = DevicePeaks("NVIDIA H100 80GB HBM3", "cuda", 2.9e12, 5.1e13, 3.8e14, 3.0e14, "test", {"date": "d"})
+    cpu = DevicePeaks("CPU (x86_64), 1 thread", "cpu", 3e10, 1e11)
+    assert save_cached(h100, path) is None and save_cached(cpu, path) is None
+    assert load_cached(h100.device, path) == h100 and load_cached(cpu.device, path) == cpu
+    assert load_cached("NVIDIA H200", path) is None
+    path.write_text("{not json")
+    assert load_cached(h100.device, path) is None
+    assert save_cached(h100, path) is None and load_cached(h100.device, path) == h100
+
+
+def test_peaks_are_measured_once_then_read_from_the_cache(tmp_path: Path):
+    path = tmp_path / "peaks.json"
+    first, source = device_peaks(torch.device("cpu"), "CPU test", {"date": "today"}, path)
+    assert source.startswith("measured now") and first.copy_bytes_per_s > 0 and first.fp32_flops_per_s > 0
+    again, source = device_peaks(torch.device("cpu"), "CPU test", {}, path)
+    assert again == first and source.startswith("from the cache") and "today" in source
+
+
+def test_cache_folder_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setenv("PROFILER_CACHE_DIR", str(tmp_path))
+    assert cache_file() == tmp_path / "peaks.json"
+    monkeypatch.delenv("PROFILER_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_file() == tmp_path / "xdg" / "profiler" / "peaks.json"
+
+
+@pytest.mark.parametrize(("device", "name", "bandwidth"), [
+    ("NVIDIA H100 80GB HBM3", "H100 SXM", 3.35e12), ("NVIDIA H100 PCIe", "H100 PCIe", 2.0e12),
+    ("NVIDIA H100 NVL", "H100 NVL", 3.9e12), ("NVIDIA H200", "H200 SXM", 4.8e12),
+    ("NVIDIA A100-SXM4-80GB", "A100 80GB SXM", 2.039e12), ("NVIDIA A100-PCIE-40GB", "A100 40GB PCIe", 1.555e12)])
+def test_datasheet_entry_is_found_by_device_name(device: str, name: str, bandwidth: float):
+    sheet = datasheet_for(device)
+    assert sheet.name == name and sheet.bytes_per_s == bandwidth and "datasheet" in sheet.source
+    assert sheet.tf32_flops_per_s > sheet.fp32_flops_per_s
+
+
+def test_unknown_gpus_have_no_datasheet_entry():
+    assert datasheet_for("NVIDIA GeForce RTX 4090") is None and datasheet_for("CPU (x86_64)") is None
+
+
+# --- formatting and plotting a GPU result (synthetic records: no GPU needed) -----------------------------------------
+
+def _gpu_result(cpu: BandwidthResult) -> BandwidthResult:
+    """The CPU result dressed as an H100 one, to exercise the GPU formatting and roofs."""
+    peaks = DevicePeaks("NVIDIA H100 80GB HBM3", "cuda", 2.95e12, 5.2e13, 3.7e14, 3.1e14, "test", {})
+    nvml = NvmlSummary(True, interval_s=0.02, window_s=0.4, metrics={
+        "used_memory_bytes": MetricSummary("bytes", 1 << 30, 1.5 * (1 << 30), 2 << 30, 20),
+        "gpu_util_percent": MetricSummary("%", 10, 50, 90, 20),
+        "memory_util_percent": MetricSummary("%", 5, 20, 30, 20),
+        "dram_bw_util_percent": MetricSummary("%", reason="not supported: GPM metrics need a Hopper or newer GPU")})
+    return replace(cpu, device_kind="cuda", device_name=peaks.device, peaks=peaks, idle_ms=0.1, nvml=nvml,
+                   datasheet=datasheet_for(peaks.device), settings={"float32_matmul_precision": "highest",
+                   "cudnn_allow_tf32": True, "cudnn_benchmark": False, "cpu_threads": 1},
+                   provenance={"device": peaks.device, "driver": "550", "torch": "2.11", "cuda": "13.0",
+                               "cudnn": "91900", "date": "today"})
+
+
+def test_gpu_results_name_the_gpu_and_show_measured_peaks_beside_the_datasheet(cpu_train: BandwidthResult):
+    text = format_bandwidth([_gpu_result(cpu_train)], "table")
+    assert text.startswith("measured on NVIDIA H100 80GB HBM3 (CUDA)")
+    assert "kernel ms/step" in text and "2.95 TB/s (datasheet 3.35 TB/s)" in text
+    assert "DRAM bandwidth utilization (GPM): n/a (not supported" in text
+    assert "GPU utilization 10 / 50.0 / 90 %" in text
+
+
+def test_roofline_png_is_drawn_for_cpu_and_gpu_results(cpu_train: BandwidthResult, tmp_path: Path):
+    path = tmp_path / "roofline.png"
+    roofline_plot([cpu_train, _gpu_result(cpu_train)], path)
+    assert path.read_bytes().startswith(PNG_MAGIC) and path.stat().st_size > 20_000
+
+
+def test_a_result_without_drawable_layers_still_gives_a_png(cpu_train: BandwidthResult, tmp_path: Path):
+    empty = replace(cpu_train, layers=[LayerTiming("x", "ReLU", "elementwise", 1.0)])
+    roofline_plot([empty], tmp_path / "empty.png")
+    assert (tmp_path / "empty.png").read_bytes().startswith(PNG_MAGIC)
+
+
+# --- CUDA ------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: kernel attribution, NVML, GPU peaks")
+def test_cuda_kernels_are_attributed_to_layers(tmp_path: Path):
+    [result] = run_bandwidth(["resnet"], [64], batch=16, train=True, steps=5, warmup=2, device="cuda",
+                             peaks_path=tmp_path / "peaks.json")
+    assert result.device_kind == "cuda" and result.peaks.kind == "cuda" and result.idle_ms is not None
+    other = next(r for r in result.layers if r.name == OTHER_ROW)
+    assert other.ms_per_step < 0.05 * result.attributed_ms
+    assert not _physical_problems(json.loads(format_bandwidth([result], "json")), asdict(result.peaks))
+    assert result.nvml is not None and (result.nvml.available or result.nvml.reason)
+    assert format_bandwidth([result], "table").startswith(f"measured on {result.device_name} (CUDA)")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: peak calibration")
+def test_cuda_peaks_are_plausible(tmp_path: Path):
+    peaks, _ = device_peaks(torch.device("cuda"), torch.cuda.get_device_name(), {}, tmp_path / "peaks.json")
+    assert 1e11 < peaks.copy_bytes_per_s < 1e13
+    assert 1e12 < peaks.fp32_flops_per_s < peaks.tensor_core_flops_per_s < 2e15
+
+
+# --- committed GPU results --------------------------------------------------------------------------------------------
+
+def _physical_problems(run: dict, peaks: dict) -> list[str]:
+    """What in one GPU run (a ``--format json`` object) breaks physics: a layer above its measured roof, rows that
+    do not add up to the profiled step, kernels left without a layer. Layers under 1 µs per step are too short to
+    judge; bandwidth is only judged for layers whose counted bytes exceed twice the L2 cache (smaller ones may be
+    served from it, and counted bytes assume DRAM)."""
+    problems = []
+    roofs = {"fp32": peaks["fp32_flops_per_s"],
+             "tf32": max(v for v in (peaks["tf32_flops_per_s"], peaks["conv_flops_per_s"], 0.0) if v is not None)}
+    l2 = run["provenance"].get("l2_cache_bytes") or 0
+    for layer in run["layers"]:
+        if layer["ms_per_step"] < 1e-3 or layer["flops_per_s"] is None:
+            continue
+        if layer["flops"] and layer["flops_per_s"] > roofs[layer["compute_roof"]] * (1 + ROOF_TOLERANCE):
+            problems.append(f"{layer['name']}: {layer['flops_per_s']:.3g} FLOP/s above the {layer['compute_roof']} "
+                            f"roof {roofs[layer['compute_roof']]:.3g}")
+        if layer["bytes"] > 2 * l2 and layer["bytes_per_s"] > peaks["copy_bytes_per_s"] * (1 + ROOF_TOLERANCE):
+            problems.append(f"{layer['name']}: {layer['bytes_per_s']:.3g} B/s above the copy bandwidth")
+    rows = sum(layer["ms_per_step"] for layer in run["layers"])
+    step = run["profiled_mean_step_ms"]
+    if abs(rows + (run["idle_ms"] or 0.0) - step) > GPU_SUM_TOLERANCE * step + 0.01:
+        problems.append(f"rows {rows:.3f} ms + idle {run['idle_ms']} ms ≠ profiled step {step:.3f} ms")
+    other = sum(layer["ms_per_step"] for layer in run["layers"] if layer["name"] == OTHER_ROW)
+    if other > 0.05 * rows:
+        problems.append(f"(other) holds {other:.3f} of {rows:.3f} ms: kernels left without a layer")
+    return problems
+
+
+def test_physical_sense_check_flags_a_layer_above_its_roof(cpu_train: BandwidthResult):
+    run = json.loads(format_bandwidth([_gpu_result(cpu_train)], "json"))
+    run["provenance"]["l2_cache_bytes"] = 0
+    run["layers"][-1]["ms_per_step"] = 0.0  # (other): on a GPU, kernels outside every layer are rare
+    run["idle_ms"] = run["profiled_mean_step_ms"] - sum(layer["ms_per_step"] for layer in run["layers"])
+    peaks = dict(run["peaks"], fp32_flops_per_s=1e15, tf32_flops_per_s=1e15, copy_bytes_per_s=1e15)
+    assert _physical_problems(run, peaks) == []
+    slow_peaks = dict(peaks, fp32_flops_per_s=1.0)
+    assert any("above the fp32 roof" in p for p in _physical_problems(run, slow_peaks))
+
+
+def test_committed_gpu_results_make_physical_sense():
+    paths = sorted(DATA_DIR.glob("bandwidth_*.json"))
+    runs = [(path, doc, run) for path in paths for doc in [json.loads(path.read_text())] for run in doc["runs"]
+            if run["device_kind"] == "cuda"]
+    if not runs:
+        pytest.skip("no GPU bandwidth result committed under reports/data/ yet: run `PYTHONPATH=. python "
+                    "benchmarks/gpu_bandwidth.py --out reports/data` on a GPU and commit bandwidth_<gpu>.json")
+    problems = {}
+    for path, doc, run in runs:
+        assert doc["provenance"]["device"] and doc["provenance"]["driver"] and doc["provenance"]["date"], path.name
+        found = _physical_problems(run, doc["peaks"])
+        if found:
+            problems[f"{path.name}: {run['model']} {run['input_shape']} {run['mode']}"] = found
+    assert not problems
