@@ -134,3 +134,41 @@ def test_random_net_training_step_macs_match_a_real_cpu_backward(net):
     # Without grouped convolutions: FlopCounterMode counts a grouped conv's weight gradient `groups` times over
     # (see test_grouped_conv_weight_gradient_costs_one_forward in test_counting.py and docs/peers.md).
     check_against_real_run(net, train=True)
+
+
+def _storage_bytes(tensors: list[torch.Tensor]) -> int:
+    """Bytes of distinct storages, each rounded up to 512 as the CUDA caching allocator hands out blocks."""
+    sizes = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(-(-n // 512) * 512 for n in sizes.values() if n)
+
+
+@SETTINGS
+@given(conv_nets(), st.sampled_from(["sgd", "sgd-momentum", "adam"]))
+def test_predicted_weight_gradient_and_optimizer_bytes_equal_the_real_tensors(net, optimizer):
+    from profiler.memory.trace import make_optimizer, trace_step
+
+    model, shape = net
+    trace = trace_step(copy.deepcopy(model).to("meta"), shape, train=True, optimizer=optimizer)
+    live: dict[int, tuple[str, int]] = {}
+    for event in trace.events:
+        if event.kind == "alloc":
+            live[event.key] = (event.category, -(-event.nbytes // 512) * 512)
+        elif event.kind == "free":
+            live.pop(event.key, None)
+    predicted = {c: sum(size for cat, size in live.values() if cat == c)
+                 for c in ("weights", "gradients", "optimizer")}
+
+    real = copy.deepcopy(model).train()
+    opt = make_optimizer(optimizer, list(real.parameters()))
+    x = torch.randn(shape)
+    for _ in range(2):  # the trace ends after two steps too
+        opt.zero_grad(set_to_none=True)
+        out = real(x)
+        F.cross_entropy(out, torch.zeros(out.shape[0], dtype=torch.long)).backward()
+        opt.step()
+    state = [t for s in opt.state.values() for t in s.values() if isinstance(t, torch.Tensor) and t.dim() > 0]
+    assert predicted == {
+        "weights": _storage_bytes([*real.parameters(), *real.buffers()]),
+        "gradients": _storage_bytes([p.grad for p in real.parameters() if p.grad is not None]),
+        "optimizer": _storage_bytes(state),
+    }
