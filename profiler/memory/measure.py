@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from profiler.bandwidth.nvml import nvml_driver_version
 from profiler.errors import EXIT_OUT_OF_MEMORY, ProfilerError
 from profiler.memory.allocator import round_size
 from profiler.memory.records import MemoryResult
@@ -38,26 +39,12 @@ def provenance(device: torch.device) -> dict[str, str]:
     info = {"torch": torch.__version__, "date": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     if device.type == "cuda":
         info.update(device=torch.cuda.get_device_name(device), cuda=str(torch.version.cuda),
-                    cudnn=str(torch.backends.cudnn.version()), driver=_nvml_driver())
+                    cudnn=str(torch.backends.cudnn.version()), driver=nvml_driver_version())
     else:
         import platform
 
         info.update(device=f"CPU ({platform.processor() or platform.machine()})", cuda="-", cudnn="-", driver="-")
     return info
-
-
-def _nvml_driver() -> str:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            driver = pynvml.nvmlSystemGetDriverVersion()
-        finally:
-            pynvml.nvmlShutdown()
-        return driver.decode() if isinstance(driver, bytes) else str(driver)
-    except Exception as err:  # NVML missing or failing: the driver is then simply unknown
-        return f"unknown ({type(err).__name__})"
 
 
 def nvml_used_bytes(index: int) -> tuple[int | None, str | None]:
