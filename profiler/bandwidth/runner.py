@@ -45,7 +45,7 @@ from profiler.counting import ModelStats, count_model
 from profiler.counting.counter import ROOT_ROW
 from profiler.errors import EXIT_OUT_OF_MEMORY, ProfilerError
 from profiler.models import ModelSpec, build, resolve
-from profiler.models.loading import ForwardFailed, explain, to_device
+from profiler.models.loading import ForwardFailed, explain, logits_of, output_classes, to_device
 from profiler.report.units import human_bytes
 from profiler.scopes import named_modules
 
@@ -150,7 +150,7 @@ def profile_config(spec: ModelSpec, size: int, batch: int, channels: int | None,
     meta = build(spec, size, channels, classes)
     try:
         stats = count_model(meta, shape, name=spec.name, train=train)
-        num_classes = _logits(meta, spec.input_shape(1, size, channels))
+        num_classes = output_classes(meta, spec.input_shape(1, size, channels))
     except ForwardFailed as failure:
         raise explain(spec, size, channels, classes, failure) from None
     what = f"{spec.name} at {list(shape)} ({'training' if train else 'inference'})"
@@ -168,18 +168,6 @@ def profile_config(spec: ModelSpec, size: int, batch: int, channels: int | None,
                             "(Nsight Systems/Compute); run without the other profiler, or use --device cpu")
     stats.source = spec.source
     return _result(stats, measured, steps, warmup, device, peaks, peaks_source, provenance)
-
-
-def _logits(meta: nn.Module, shape: tuple[int, ...]) -> int:
-    """How many classes the model predicts (labels are drawn below it), from a batch-1 meta forward."""
-    training = meta.training
-    try:
-        with torch.no_grad():
-            out = meta.eval()(torch.empty(shape, device="meta"))
-    finally:
-        meta.train(training)
-    logits = out if isinstance(out, torch.Tensor) else next(iter(out))
-    return int(logits.shape[-1])
 
 
 #: What PyTorch's CPU allocator says when host memory runs out (a RuntimeError, not an OutOfMemoryError).
@@ -242,7 +230,7 @@ class _Workload:
             return
         self.optimizer.zero_grad(set_to_none=True)
         out = self.model(self.x)
-        loss = self.loss_fn(out if isinstance(out, torch.Tensor) else next(iter(out)), self.y)
+        loss = self.loss_fn(logits_of(out), self.y)
         if ranges is not None:
             ranges.hook_backward()
         loss.backward()

@@ -20,7 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from profiler.counting.records import Counts, LayerStats, ModelStats
 from profiler.counting.rules import op_cost
-from profiler.models.loading import tracked_forward
+from profiler.models.loading import logits_of, tracked_forward
 from profiler.scopes import ModuleScopes, named_modules
 
 ROOT_ROW = "(model)"
@@ -101,7 +101,7 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...], name: str = "", 
         with scopes.attached(), _CostMode(scopes) as mode, tracked_forward(scopes, model):
             if train:
                 out = model(x)
-                logits = out if isinstance(out, torch.Tensor) else next(iter(out))
+                logits = logits_of(out)
                 target = torch.zeros(logits.shape[0], dtype=torch.long, device="meta")
                 loss_fn(logits, target).backward()
             else:

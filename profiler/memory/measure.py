@@ -27,11 +27,9 @@ from profiler.bandwidth.nvml import nvml_driver_version
 from profiler.errors import EXIT_OUT_OF_MEMORY, ProfilerError
 from profiler.memory.allocator import round_size
 from profiler.memory.records import MemoryResult
-from profiler.memory.trace import checkpointed_blocks, make_optimizer
+from profiler.memory.trace import DTYPES, checkpointed_blocks, make_optimizer
 from profiler.models import build, resolve
-from profiler.models.loading import to_device
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from profiler.models.loading import logits_of, output_classes, to_device
 
 
 def provenance(device: torch.device) -> dict[str, str]:
@@ -154,7 +152,7 @@ def measure_cuda(name: str, size: int, batch: int, channels: int | None = None, 
                     def forward() -> torch.Tensor:
                         opt.zero_grad(set_to_none=True)
                         out = model(x)
-                        return loss_fn(out if isinstance(out, torch.Tensor) else next(iter(out)), y)
+                        return loss_fn(logits_of(out), y)
 
                     if measured:
                         loss = phase("forward", forward)
@@ -194,13 +192,10 @@ def measure_cuda(name: str, size: int, batch: int, channels: int | None = None, 
 
 def _meta_model_and_classes(name: str, size: int, channels: int | None, classes: int | None
                             ) -> tuple[nn.Module, int]:
-    """The meta model, and how many logits it returns (labels are drawn below it), from a batch-1 meta forward."""
+    """The meta model, and how many logits it returns (labels are drawn below that)."""
     spec = resolve(name)
     model = build(spec, size, channels, classes)
-    with torch.no_grad():
-        out = model.eval()(torch.empty(spec.input_shape(1, size, channels), device="meta"))
-    logits = out if isinstance(out, torch.Tensor) else next(iter(out))
-    return model, int(logits.shape[-1])
+    return model, output_classes(model, spec.input_shape(1, size, channels))
 
 
 def measure_cpu(name: str, size: int, batch: int, channels: int | None = None, classes: int | None = None,
@@ -230,7 +225,7 @@ def measure_cpu(name: str, size: int, batch: int, channels: int | None = None, c
             for p in model.parameters():
                 p.grad = None
             opt.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(model(x), y)
+            loss = nn.functional.cross_entropy(logits_of(model(x)), y)
             loss.backward()
             opt.step()
             del loss
@@ -240,7 +235,7 @@ def measure_cpu(name: str, size: int, batch: int, channels: int | None = None, c
                      with_stack=True) as prof:
             if train:
                 opt.zero_grad(set_to_none=True)
-                loss = nn.functional.cross_entropy(model(x), y)
+                loss = nn.functional.cross_entropy(logits_of(model(x)), y)
                 loss.backward()
                 gradients = _storage_bytes([p.grad for p in model.parameters() if p.grad is not None])
                 opt.step()

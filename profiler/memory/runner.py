@@ -14,11 +14,10 @@ from profiler.errors import EXIT_OUT_OF_MEMORY, ProfilerError
 from profiler.memory.gpus import GPUS, GpuSpec, gpu_spec, parse_bytes
 from profiler.memory.predict import predict
 from profiler.memory.records import MemoryResult
-from profiler.memory.trace import trace_step
+from profiler.memory.trace import DTYPES, trace_step
 from profiler.models import build, resolve
 from profiler.models.loading import ForwardFailed, explain
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MAX_BATCH = 1 << 20
 GiB = float(1 << 30)
 

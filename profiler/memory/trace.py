@@ -32,10 +32,13 @@ from torch.utils.checkpoint import checkpoint
 from torch.utils.weak import WeakIdKeyDictionary
 
 from profiler.memory.allocator import round_size
-from profiler.models.loading import tracked_forward
+from profiler.models.loading import logits_of, tracked_forward
 from profiler.scopes import ModuleScopes, named_modules
 
 aten = torch.ops.aten
+
+#: The --dtype choices.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 CATEGORIES = ("weights", "gradients", "optimizer", "input", "activations", "workspace")
 PHASES = ("forward", "backward", "optimizer")
@@ -281,7 +284,7 @@ def trace_step(model: nn.Module, input_shape: tuple[int, ...], train: bool, opti
                     _set_phase(rec, "forward")
                     opt.zero_grad(set_to_none=True)
                     out = model(x)
-                    logits = out if isinstance(out, torch.Tensor) else next(iter(out))
+                    logits = logits_of(out)
                     loss = nn.functional.cross_entropy(logits, y)
                     _set_phase(rec, "backward")
                     loss.backward()

@@ -244,6 +244,24 @@ def smallest_input_size(spec: ModelSpec, channels: int | None = None, classes: i
     return _smallest_working(spec, spec.input_shape(1, 1, channels), classes, start=1)
 
 
+def logits_of(output: object) -> torch.Tensor:
+    """A model's logits: its output, or the first element where it returns several (torchvision's auxiliary heads
+    in training mode)."""
+    return output if isinstance(output, torch.Tensor) else next(iter(output))
+
+
+def output_classes(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """How many logits a meta-device model returns, from a no-grad eval forward at ``input_shape`` (batch 1 is
+    enough); the model's training mode is restored."""
+    training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.empty(input_shape, device="meta"))
+    finally:
+        model.train(training)
+    return int(logits_of(out).shape[-1])
+
+
 def to_device(model: nn.Module, device: torch.device | str, seed: int = 0) -> nn.Module:
     """Give a meta model real, freshly initialized storage on ``device``. Values come from each module's
     ``reset_parameters`` (others: N(0, 0.02) weights, zero buffers); they do not change any cost measured here."""
