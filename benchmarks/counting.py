@@ -37,7 +37,8 @@ from benchmarks.common import (
     ratio,
     text_table,
 )
-from profiler.counting import ROOT_ROW, ModelStats
+from profiler.counting import ModelStats
+from profiler.kinds import ROOT_ROW
 from profiler.models import build, resolve
 from profiler.models.loading import to_device
 from profiler.models.zoo import CHAPTER7

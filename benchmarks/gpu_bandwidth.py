@@ -66,13 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
     from profiler.bandwidth.peaks import (
-        datasheet_for,
         device_slug,
         measure_cpu_peaks,
         measure_cuda_peaks,
         peaks_json,
     )
-    from profiler.bandwidth.runner import device_provenance, profile_config
+    from profiler.bandwidth.runner import profile_config
+    from profiler.device import provenance as device_provenance
+    from profiler.gpus import datasheet_for
     from profiler.models import resolve
     from profiler.report.bandwidth import bandwidth_json
     from profiler.report.plots import roofline_plot
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda", torch.cuda.current_device()) if args.device == "cuda" else torch.device("cpu")
-    provenance = device_provenance(device)
+    provenance = device_provenance(device, detailed=True)
     provenance.update(script="benchmarks/gpu_bandwidth.py",
                       command="PYTHONPATH=. python benchmarks/gpu_bandwidth.py --out " + str(args.out))
     slug = device_slug(provenance["device"])

@@ -118,7 +118,7 @@ def compare(measured: dict[str, Any], predicted: dict[str, Any]) -> dict[str, An
 
 def provenance() -> dict[str, Any]:
     """Device, driver, versions and date of this run."""
-    from profiler.memory.measure import provenance as device_provenance
+    from profiler.device import provenance as device_provenance
 
     info = device_provenance(torch.device("cuda"))
     info.update(total_memory=torch.cuda.get_device_properties(0).total_memory,

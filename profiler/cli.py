@@ -8,7 +8,8 @@ from collections.abc import Callable, Sequence
 
 from profiler.errors import EXIT_USAGE, ProfilerError
 from profiler.models import MAX_SIZE
-from profiler.report.output import FORMATS, check_writable, emit
+from profiler.report.output import FORMATS, emit
+from profiler.util.files import check_writable
 
 PROG = "python -m profiler"
 
@@ -166,7 +167,7 @@ def _cmd_bandwidth(args: argparse.Namespace) -> int:
     from profiler.report.bandwidth import format_bandwidth
 
     if args.plot:
-        check_writable(args.plot)
+        check_writable(args.plot, "--plot")
     results = run_bandwidth(args.models, args.size, batch=args.batch, channels=args.channels, classes=args.classes,
                             train=args.train, steps=args.steps, warmup=args.warmup, device=args.device)
     emit(format_bandwidth(results, args.format), args.output)

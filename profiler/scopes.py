@@ -16,8 +16,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-#: Name given to work done outside every tracked module (the top-level model is tracked as "").
-OUTSIDE = "(outside)"
+from profiler.kinds import OUTSIDE_ROW
 
 
 def _tensors(obj: object) -> list[torch.Tensor]:
@@ -31,7 +30,7 @@ class ModuleScopes:
     the order their forward first returned; ``output_shapes`` keeps each module's last output shape. When a forward
     raises, the stack is left as it was, so its top names the module that failed."""
 
-    def __init__(self, modules: dict[str, nn.Module], track_backward: bool = False, outside: str = OUTSIDE) -> None:
+    def __init__(self, modules: dict[str, nn.Module], track_backward: bool = False, outside: str = OUTSIDE_ROW) -> None:
         self.modules = modules
         self.track_backward = track_backward
         self.outside = outside

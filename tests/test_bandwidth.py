@@ -21,18 +21,14 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from profiler.bandwidth import nvml as nvml_module
-from profiler.bandwidth.nvml import NvmlSampler
 from profiler.bandwidth.peaks import (
     cache_file,
-    datasheet_for,
     device_peaks,
     load_cached,
     save_cached,
 )
-from profiler.bandwidth.records import BandwidthResult, DevicePeaks, LayerTiming, MetricSummary, NvmlSummary
+from profiler.bandwidth.records import BandwidthResult, DevicePeaks, LayerTiming
 from profiler.bandwidth.runner import (
-    OTHER_ROW,
     category,
     out_of_memory_error,
     profile_config,
@@ -51,7 +47,11 @@ from profiler.bandwidth.timing import (
 )
 from profiler.cli import main
 from profiler.counting import count_model
+from profiler.device import nvml as nvml_module
+from profiler.device.nvml import MetricSummary, NvmlSampler, NvmlSummary
 from profiler.errors import ProfilerError
+from profiler.gpus import datasheet_for
+from profiler.kinds import OPTIMIZER_ROW, OTHER_ROW
 from profiler.models import build, resolve
 from profiler.report.bandwidth import format_bandwidth
 from profiler.report.plots import roofline_plot
@@ -291,7 +291,7 @@ def test_cpu_rows_are_the_static_counts_rows_with_the_same_counts(cpu_train: Ban
     spec = resolve("resnet")
     stats = count_model(build(spec, 32), spec.input_shape(2, 32), name="resnet", train=True)
     layers = {r.name: r for r in cpu_train.layers}
-    assert [r.name for r in cpu_train.layers] == [*(s.name for s in stats.layers), "(optimizer)", OTHER_ROW]
+    assert [r.name for r in cpu_train.layers] == [*(s.name for s in stats.layers), OPTIMIZER_ROW, OTHER_ROW]
     for s in stats.layers:
         assert (layers[s.name].flops, layers[s.name].bytes) == (s.flops, s.bytes)
     conv = layers["b2.0.conv1"]
@@ -321,7 +321,7 @@ def test_cpu_result_is_labelled_cpu_and_carries_no_gpu_figure(cpu_train: Bandwid
 def test_inference_rows_have_no_backward_time(cpu_inference: BandwidthResult):
     assert cpu_inference.mode == "inference"
     assert all(r.backward_ms == 0 for r in cpu_inference.layers)
-    assert not any(r.name == "(optimizer)" for r in cpu_inference.layers)
+    assert not any(r.name == OPTIMIZER_ROW for r in cpu_inference.layers)
     assert "fwd ms" not in format_bandwidth([cpu_inference], "table")
 
 
@@ -491,9 +491,10 @@ def test_cache_folder_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.parametrize(("device", "name", "bandwidth"), [
-    ("NVIDIA H100 80GB HBM3", "H100 SXM", 3.35e12), ("NVIDIA H100 PCIe", "H100 PCIe", 2.0e12),
-    ("NVIDIA H100 NVL", "H100 NVL", 3.9e12), ("NVIDIA H200", "H200 SXM", 4.8e12),
-    ("NVIDIA A100-SXM4-80GB", "A100 80GB SXM", 2.039e12), ("NVIDIA A100-PCIE-40GB", "A100 40GB PCIe", 1.555e12)])
+    ("NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3", 3.35e12), ("NVIDIA H100 PCIe", "NVIDIA H100 PCIe", 2.0e12),
+    ("NVIDIA H100 NVL", "NVIDIA H100 NVL", 3.9e12), ("NVIDIA H200", "NVIDIA H200", 4.8e12),
+    ("NVIDIA A100-SXM4-80GB", "NVIDIA A100-SXM4-80GB", 2.039e12),
+    ("NVIDIA A100-PCIE-40GB", "NVIDIA A100-SXM4-40GB", 1.555e12), ("NVIDIA A10", "NVIDIA A10", 0.6e12)])
 def test_datasheet_entry_is_found_by_device_name(device: str, name: str, bandwidth: float):
     sheet = datasheet_for(device)
     assert sheet.name == name and sheet.bytes_per_s == bandwidth and "datasheet" in sheet.source
@@ -501,7 +502,7 @@ def test_datasheet_entry_is_found_by_device_name(device: str, name: str, bandwid
 
 
 def test_unknown_gpus_have_no_datasheet_entry():
-    assert datasheet_for("NVIDIA GeForce RTX 4090") is None and datasheet_for("CPU (x86_64)") is None
+    assert datasheet_for("NVIDIA GeForce GTX 1080") is None and datasheet_for("CPU (x86_64)") is None
 
 
 # --- formatting and plotting a GPU result (synthetic records: no GPU needed) -----------------------------------------

@@ -21,7 +21,7 @@ import pytest
 
 from profiler.counting import OTHER_OPS_CONVENTIONS
 from profiler.models import ZOO
-from profiler.report.units import human_count
+from profiler.util.units import human_count
 
 ROOT = Path(__file__).resolve().parents[1]
 KEPT = "an earlier result that a failed command must leave alone\n"

@@ -171,7 +171,7 @@ def test_out_of_memory_of_a_single_configuration_is_exit_3(monkeypatch, capsys):
 def test_nvml_missing_is_reported_not_an_error(monkeypatch):
     import builtins
 
-    from profiler.memory.measure import nvml_used_bytes
+    from profiler.device import nvml_used_bytes
 
     real_import = builtins.__import__
 

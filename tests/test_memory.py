@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from profiler.gpus import GPUS, parse_bytes
 from profiler.memory.allocator import CachingAllocator, round_size, segment_size
-from profiler.memory.gpus import GPUS, parse_bytes
 from profiler.memory.predict import predict, replay
 from profiler.memory.runner import largest_batch, predict_config
 from profiler.memory.trace import trace_step
@@ -274,7 +274,7 @@ def test_measured_peak_is_close_to_predicted_on_this_gpu():
 def test_a_measured_workspace_overrides_the_fitted_rule():
     import copy
 
-    from profiler.memory.gpus import calibration
+    from profiler.memory.calibration import calibration
 
     coefficients = copy.deepcopy(calibration()["cudnn"])
     trace = trace_step(build(resolve("alexnet"), 96), (128, 1, 96, 96), train=False)

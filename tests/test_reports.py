@@ -23,7 +23,7 @@ from profiler.report.figures import FIGURES
 from profiler.report.generate import generate, render
 from profiler.report.markdown import mib, ms, per_second, ratio, terabytes_per_s, teraflops_per_s
 from profiler.report.measured import MEASUREMENT_FILES
-from profiler.report.units import human_bytes
+from profiler.util.units import human_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports"
@@ -147,7 +147,7 @@ def test_a_failing_renderer_leaves_the_previous_reports_untouched(report_data, g
 
 
 def test_a_failing_write_leaves_that_file_whole_and_no_temporary_files(report_data, tmp_path, monkeypatch):
-    from profiler.report import output
+    from profiler.util import files as output
 
     out = tmp_path / "reports"
     (out / "models").mkdir(parents=True)

@@ -6,6 +6,6 @@ time is charged to layers, :mod:`~profiler.bandwidth.peaks` how peaks are measur
 what NVML samples.
 """
 
-from profiler.bandwidth.records import BandwidthResult, Datasheet, DevicePeaks, LayerTiming, NvmlSummary
+from profiler.bandwidth.records import BandwidthResult, DevicePeaks, LayerTiming
 
-__all__ = ["BandwidthResult", "Datasheet", "DevicePeaks", "LayerTiming", "NvmlSummary"]
+__all__ = ["BandwidthResult", "DevicePeaks", "LayerTiming"]

@@ -1,4 +1,5 @@
-"""Device peaks: measured once per device by a short calibration, cached by device name, shown beside the datasheet.
+"""Device peaks: measured once per device by a short calibration, cached by device name, shown beside the datasheet
+(the catalogue's, :mod:`profiler.gpus`).
 
 Calibration (fp32 throughout):
 
@@ -28,36 +29,11 @@ from typing import Any
 
 import torch
 
-from profiler.bandwidth.records import Datasheet, DevicePeaks
+from profiler.bandwidth.records import DevicePeaks
 from profiler.errors import ProfilerError
-from profiler.report.output import write_atomic
-
-H100_SHEET = "NVIDIA H100 Tensor Core GPU datasheet"
-H200_SHEET = "NVIDIA H200 Tensor Core GPU datasheet"
-A100_SHEET = "NVIDIA A100 Tensor Core GPU datasheet"
-TF32_NOTE = "TF32 dense = half the datasheet's with-sparsity figure"
-
-#: Published peaks (dense), matched against ``torch.cuda.get_device_name()`` in this order: each entry's name
-#: fragments must all occur in the device name (case-insensitive).
-DATASHEETS: tuple[tuple[tuple[str, ...], Datasheet], ...] = (
-    (("h200", "nvl"), Datasheet("H200 NVL", 60e12, 417.5e12, 4.8e12, f"{H200_SHEET}; {TF32_NOTE}")),
-    (("h200",), Datasheet("H200 SXM", 67e12, 494.5e12, 4.8e12, f"{H200_SHEET}; {TF32_NOTE}")),
-    (("h100", "nvl"), Datasheet("H100 NVL", 60e12, 417.5e12, 3.9e12, f"{H100_SHEET}; {TF32_NOTE}")),
-    (("h100", "pcie"), Datasheet("H100 PCIe", 51e12, 378e12, 2.0e12, f"{H100_SHEET}; {TF32_NOTE}")),
-    (("h100",), Datasheet("H100 SXM", 67e12, 494.5e12, 3.35e12, f"{H100_SHEET}; {TF32_NOTE}")),
-    (("a100", "80gb", "pcie"), Datasheet("A100 80GB PCIe", 19.5e12, 156e12, 1.935e12, f"{A100_SHEET}; {TF32_NOTE}")),
-    (("a100", "pcie"), Datasheet("A100 40GB PCIe", 19.5e12, 156e12, 1.555e12, f"{A100_SHEET}; {TF32_NOTE}")),
-    (("a100", "80gb"), Datasheet("A100 80GB SXM", 19.5e12, 156e12, 2.039e12, f"{A100_SHEET}; {TF32_NOTE}")),
-    (("a100",), Datasheet("A100 40GB SXM", 19.5e12, 156e12, 1.555e12, f"{A100_SHEET}; {TF32_NOTE}")),
-)
+from profiler.util.files import write_atomic
 
 CACHE_ENV = "PROFILER_CACHE_DIR"
-
-
-def datasheet_for(device_name: str) -> Datasheet | None:
-    """The datasheet entry of a GPU by its CUDA device name, or None (CPUs, GPUs not in the table)."""
-    lowered = device_name.lower()
-    return next((sheet for parts, sheet in DATASHEETS if all(p in lowered for p in parts)), None)
 
 
 def cache_file() -> Path:

@@ -1,4 +1,4 @@
-"""Plain records of a bandwidth run: device peaks, NVML samples, per-layer timings, and the result of one
+"""Plain records of a bandwidth run: device peaks, per-layer timings, and the result of one
 configuration. Times are milliseconds per step, rates per second, bytes stay bytes; units are the formatter's job.
 
 ``None`` always means "not measured" (and the record says why somewhere near it), never zero.
@@ -9,19 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from profiler.device.nvml import NvmlSummary
+from profiler.gpus import Datasheet
+
 #: Layer categories of the time shares, by the layer's module type (see :func:`profiler.bandwidth.runner.category`).
 CATEGORIES = ("conv", "linear", "normalization", "elementwise", "pooling", "other")
-
-
-@dataclass(frozen=True)
-class Datasheet:
-    """A GPU's published peaks (dense, no sparsity), for comparison with the measured ones. Never measured."""
-
-    name: str
-    fp32_flops_per_s: float       # FP32 on CUDA cores (no tensor cores)
-    tf32_flops_per_s: float       # TF32 on tensor cores, dense (half the "with sparsity" figure)
-    bytes_per_s: float            # DRAM (HBM) bandwidth
-    source: str
 
 
 @dataclass
@@ -57,34 +49,6 @@ class DevicePeaks:
         """FLOP/B where the TF32 roof meets the bandwidth roof (None on the CPU)."""
         roof = self.tensor_core_flops_per_s
         return roof / self.copy_bytes_per_s if roof is not None else None
-
-
-@dataclass
-class MetricSummary:
-    """One NVML metric over the sampled window: min/mean/max, or ``None`` with ``reason`` when not measured."""
-
-    unit: str
-    min: float | None = None
-    mean: float | None = None
-    max: float | None = None
-    samples: int = 0
-    reason: str | None = None
-
-
-@dataclass
-class NvmlSummary:
-    """NVML counters sampled by a thread during the profiled steps. ``available`` is False (with ``reason``) when
-    NVML could not be used at all; each metric may still be unsupported on its own (its ``reason`` says so).
-    ``timeline`` holds one dict per sample: ``t_s`` (seconds since the first sample) and each metric (None where
-    that sample has no value)."""
-
-    available: bool
-    reason: str | None = None
-    interval_s: float = 0.0
-    window_s: float = 0.0
-    metrics: dict[str, MetricSummary] = field(default_factory=dict)
-    timeline: list[dict[str, float | None]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -30,9 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from profiler.bandwidth.nvml import NvmlSampler
-from profiler.bandwidth.peaks import datasheet_for, device_peaks
-from profiler.bandwidth.records import CATEGORIES, BandwidthResult, DevicePeaks, LayerTiming, NvmlSummary
+from profiler.bandwidth.peaks import device_peaks
+from profiler.bandwidth.records import CATEGORIES, BandwidthResult, DevicePeaks, LayerTiming
 from profiler.bandwidth.timing import (
     STEP_RANGE,
     Attribution,
@@ -42,15 +41,17 @@ from profiler.bandwidth.timing import (
     trace_events,
 )
 from profiler.counting import ModelStats, count_model
-from profiler.counting.counter import ROOT_ROW
+from profiler.device import cpu_threads, resolve_device
+from profiler.device import provenance as device_provenance
+from profiler.device.nvml import NvmlSampler, NvmlSummary
 from profiler.errors import EXIT_OUT_OF_MEMORY, ProfilerError
+from profiler.gpus import datasheet_for
+from profiler.kinds import LOSS_ROW, OPTIMIZER_ROW, OTHER_ROW, ROOT_ROW
 from profiler.models import ModelSpec, build, resolve
 from profiler.models.loading import ForwardFailed, explain, logits_of, output_classes, to_device
-from profiler.report.units import human_bytes
 from profiler.scopes import named_modules
+from profiler.util.units import human_bytes
 
-OPTIMIZER_ROW = "(optimizer)"
-OTHER_ROW = "(other)"
 LEARNING_RATE = 0.01
 #: The most profiled steps ``min_profiled_s`` may stretch a run to, as a multiple of ``steps``.
 MAX_STEP_FACTOR = 10
@@ -61,14 +62,6 @@ GPU_BASIS = ("CUDA kernel time (torch.profiler, CUPTI): each kernel charged to t
              "that launched it")
 
 
-def resolve_device(device: str | None) -> str:
-    """"cuda" or "cpu": ``device`` if usable, else CUDA when available. ``--device cuda`` without CUDA is an error."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ProfilerError("--device cuda: no CUDA GPU is available here (torch.cuda.is_available() is False); "
-                            "use --device cpu to time on the CPU")
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def run_bandwidth(names: Sequence[str], sizes: Sequence[int] | None, batch: int = 128, channels: int | None = None,
                   classes: int | None = None, train: bool = False, steps: int = 20, warmup: int = 5,
                   device: str | None = None, peaks_path: Path | None = None,
@@ -77,38 +70,19 @@ def run_bandwidth(names: Sequence[str], sizes: Sequence[int] | None, batch: int 
     docstring). Device peaks come from the cache at ``peaks_path`` (default: :func:`~profiler.bandwidth.peaks.
     cache_file`) or are measured first. ``min_profiled_s`` stretches the profiled phase to at least that long (up
     to ten times ``steps``) so that NVML's samples cover enough time."""
-    where = resolve_device(device)
+    where = resolve_device(device, "time")
     specs = [resolve(name) for name in names]
     if where == "cpu":
-        sys.stderr.write(f"profiler: timing on the CPU ({_threads()}): CPU figures only, no "
+        sys.stderr.write(f"profiler: timing on the CPU ({cpu_threads()}): CPU figures only, no "
                          f"GPU figure; {warmup} + 2 × {steps} steps at batch {batch} (lower --batch or --steps if "
                          "this is slow)\n")
     os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # kineto's start/stop chatter on stderr; our errors are our own
     dev = torch.device("cuda", torch.cuda.current_device()) if where == "cuda" else torch.device("cpu")
-    provenance = device_provenance(dev)
+    provenance = device_provenance(dev, detailed=True)
     peaks, peaks_source = device_peaks(dev, provenance["device"], provenance, peaks_path)
     return [profile_config(spec, size, batch, channels, classes, train, steps, warmup, dev, peaks, peaks_source,
                            provenance, min_profiled_s)
             for spec in specs for size in sizes or [spec.default_size]]
-
-
-def device_provenance(device: torch.device) -> dict[str, Any]:
-    """Device, driver, torch/CUDA/cuDNN versions and date (plus the CPU thread count, or the GPU's L2 size)."""
-    from profiler.memory.measure import provenance
-
-    info: dict[str, Any] = provenance(device)
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        info.update(total_memory=props.total_memory, sm_count=props.multi_processor_count,
-                    l2_cache_bytes=getattr(props, "L2_cache_size", None))
-    else:
-        info["device"] = f"{info['device']}, {_threads()}"
-    return info
-
-
-def _threads() -> str:
-    count = torch.get_num_threads()
-    return f"{count} thread{'s' if count != 1 else ''}"
 
 
 def settings() -> dict[str, Any]:
@@ -220,7 +194,7 @@ class _Workload:
         """The rows' modules by name, as the static counter names them (the loss as "loss" when training)."""
         modules = named_modules(self.model)
         if self.train:
-            modules["loss"] = self.loss_fn
+            modules[LOSS_ROW] = self.loss_fn
         return modules
 
     def step(self, ranges: LayerRanges | None = None) -> None:

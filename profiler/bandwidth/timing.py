@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.autograd.profiler import record_function
 
+from profiler.kinds import OPTIMIZER_ROW
 from profiler.scopes import ModuleScopes
 
 PREFIX = "profiler.bandwidth/"
@@ -138,7 +139,7 @@ class LayerRanges:
     @contextmanager
     def optimizer(self) -> Iterator[None]:
         """A range for the optimizer update (row ``(optimizer)``)."""
-        with record_function(range_name(OPTIMIZER, "(optimizer)")):
+        with record_function(range_name(OPTIMIZER, OPTIMIZER_ROW)):
             yield
 
     def end_step(self) -> None:

@@ -20,10 +20,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from profiler.counting.records import Counts, LayerStats, ModelStats
 from profiler.counting.rules import op_cost
+from profiler.kinds import LOSS_ROW, ROOT_ROW
 from profiler.models.loading import logits_of, tracked_forward
 from profiler.scopes import ModuleScopes, named_modules
-
-ROOT_ROW = "(model)"
 
 
 class _CostMode(TorchDispatchMode):
@@ -87,8 +86,8 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...], name: str = "", 
     modules = named_modules(model)
     loss_fn = nn.CrossEntropyLoss()
     if train:
-        modules["loss"] = loss_fn
-    scopes = ModuleScopes(modules, track_backward=train, outside="loss" if train else ROOT_ROW)
+        modules[LOSS_ROW] = loss_fn
+    scopes = ModuleScopes(modules, track_backward=train, outside=LOSS_ROW if train else ROOT_ROW)
     x = torch.empty(input_shape, device="meta", dtype=dtype)
     model = model.to(dtype)
     was_training = model.training

@@ -11,7 +11,6 @@ library workspaces left by an earlier model change the next one's peak; :func:`m
 
 from __future__ import annotations
 
-import datetime
 import json
 import subprocess
 import sys
@@ -23,42 +22,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from profiler.bandwidth.nvml import nvml_driver_version
+from profiler.device import nvml_used_bytes, provenance
 from profiler.errors import EXIT_OUT_OF_MEMORY, ProfilerError
 from profiler.memory.allocator import round_size
 from profiler.memory.records import MemoryResult
 from profiler.memory.trace import DTYPES, checkpointed_blocks, make_optimizer
 from profiler.models import build, resolve
 from profiler.models.loading import logits_of, output_classes, to_device
-
-
-def provenance(device: torch.device) -> dict[str, str]:
-    """Device, driver, torch/CUDA/cuDNN versions and the date, for every committed measurement."""
-    info = {"torch": torch.__version__, "date": datetime.datetime.now(datetime.timezone.utc).isoformat()}
-    if device.type == "cuda":
-        info.update(device=torch.cuda.get_device_name(device), cuda=str(torch.version.cuda),
-                    cudnn=str(torch.backends.cudnn.version()), driver=nvml_driver_version())
-    else:
-        import platform
-
-        info.update(device=f"CPU ({platform.processor() or platform.machine()})", cuda="-", cudnn="-", driver="-")
-    return info
-
-
-def nvml_used_bytes(index: int) -> tuple[int | None, str | None]:
-    """Used memory of the whole device from NVML, or (None, why not)."""
-    try:
-        import pynvml
-    except ImportError:
-        return None, "NVML unavailable: the nvidia-ml-py package is not installed"
-    try:
-        pynvml.nvmlInit()
-        try:
-            return int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index)).used), None
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception as err:
-        return None, f"NVML unavailable: {err}"
 
 
 def _storage_bytes(tensors: list[torch.Tensor]) -> int:

@@ -3,15 +3,16 @@
 The prediction is the protocol's ``torch.cuda.max_memory_allocated`` (and ``max_memory_reserved``) over the measured
 step: every tensor PyTorch allocates (weights, input, activations saved for backward, temporaries, gradients,
 optimizer state), each rounded and placed as the caching allocator does (:mod:`profiler.memory.allocator`), plus
-what cuBLAS and cuDNN take from that allocator (:mod:`profiler.memory.gpus`).
+what cuBLAS and cuDNN take from that allocator (:mod:`profiler.gpus`, :mod:`profiler.memory.calibration`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from profiler.gpus import GpuSpec
 from profiler.memory.allocator import CachingAllocator
-from profiler.memory.gpus import GpuSpec, calibration
+from profiler.memory.calibration import calibration
 from profiler.memory.records import MemoryResult
 from profiler.memory.trace import CATEGORIES, ConvCall, Trace
 

@@ -10,8 +10,9 @@ from dataclasses import replace
 
 import torch
 
+from profiler.device import current_gpu
 from profiler.errors import EXIT_OUT_OF_MEMORY, ProfilerError
-from profiler.memory.gpus import GPUS, GpuSpec, gpu_spec, parse_bytes
+from profiler.gpus import GpuSpec, gpu_spec, parse_bytes
 from profiler.memory.predict import predict
 from profiler.memory.records import MemoryResult
 from profiler.memory.trace import DTYPES, trace_step
@@ -98,12 +99,11 @@ def _measure_device(args: argparse.Namespace) -> str | None:
 
 
 def _target_gpu(args: argparse.Namespace, where: str | None) -> GpuSpec:
-    """The GPU predictions are for: --gpu, or when measuring on CUDA the model of the card at hand."""
+    """The GPU predictions are for: --gpu, or when measuring on CUDA the catalogue entry of the card at hand."""
     if where == "cuda":
-        name = torch.cuda.get_device_name()
-        for spec in GPUS.values():
-            if spec.key.upper() in name.upper():
-                return spec
+        here = current_gpu()
+        if here is not None:
+            return here
     return gpu_spec(args.gpu)
 
 
@@ -111,7 +111,7 @@ def _budget(gpu: GpuSpec, where: str | None) -> int:
     """Bytes the caching allocator may reserve: the card at hand when measuring, else the predicted GPU's."""
     if where == "cuda":
         free, total = torch.cuda.mem_get_info()
-        return total - gpu.context_bytes
+        return total - gpu.device_overhead_bytes
     return gpu.usable_bytes
 
 

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
 from profiler.errors import ProfilerError
+from profiler.kinds import ROOT_ROW
 from profiler.models.zoo import ZOO
 from profiler.scopes import ModuleScopes, named_modules
 
@@ -165,7 +166,7 @@ def tracked_forward(scopes: ModuleScopes, model: nn.Module) -> Iterator[None]:
         raise
     except Exception as err:
         layer = scopes.stack[-1] if scopes.stack else ""
-        raise ForwardFailed(layer or "(model)", scopes.types.get(layer, type(model).__name__), err) from err
+        raise ForwardFailed(layer or ROOT_ROW, scopes.types.get(layer, type(model).__name__), err) from err
 
 
 def _dry_forward(spec: ModelSpec, shape: tuple[int, ...], classes: int | None) -> nn.Module:

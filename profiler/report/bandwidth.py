@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from profiler.bandwidth.records import CATEGORIES, BandwidthResult, LayerTiming, MetricSummary
+from profiler.bandwidth.records import CATEGORIES, BandwidthResult, LayerTiming
+from profiler.device.nvml import MetricSummary
+from profiler.kinds import OPTIMIZER_ROW, OTHER_ROW
 from profiler.report.counts import CONVENTION as COUNT_CONVENTION
 from profiler.report.output import render_table, to_csv, to_json
-from profiler.report.units import binary_unit, decimal_unit, fmt_scaled, human_bytes, shape_str
+from profiler.util.units import binary_unit, decimal_unit, fmt_scaled, human_bytes, shape_str
 
 CONVENTION = ("FLOPs and bytes are the static counts of the same step (python -m profiler flops); achieved FLOP/s "
               "and bytes/s = counted ÷ measured time; % of peak = achieved ÷ the device's measured peak; a layer is "
@@ -139,7 +141,7 @@ def _footer(result: BandwidthResult) -> list[str]:
     lines = [f"step time {result.step_ms:.3f} ms (median of {result.timed_steps}, {timer}, no profiler) · "
              f"{result.profiled_step_ms:.3f} ms profiled (layer ranges + torch.profiler"
              f"{' + NVML sampling' if cuda else ''}): profiler overhead {result.overhead_percent:+.1f} %"]
-    other = next((r.ms_per_step for r in result.layers if r.name == "(other)"), 0.0)
+    other = next((r.ms_per_step for r in result.layers if r.name == OTHER_ROW), 0.0)
     if cuda:
         lines.append(f"kernel time {result.attributed_ms:.3f} ms per profiled step ((other): {other:.3f} ms of "
                      f"kernels outside every layer); GPU idle {result.idle_ms:.3f} ms per profiled step (mean "
@@ -178,7 +180,7 @@ def _summary(results: Sequence[BandwidthResult], fmt: str) -> str:
     headers = ["model", "input", "mode", "device", "step ms", "profiled ms", "overhead %", "slowest layer"]
     rows = []
     for r in results:
-        slowest = max((x for x in r.layers if x.name not in ("(other)", "(optimizer)")),
+        slowest = max((x for x in r.layers if x.name not in (OTHER_ROW, OPTIMIZER_ROW)),
                       key=lambda x: x.ms_per_step, default=None)
         rows.append([r.model, shape_str(r.input_shape), r.mode, r.device_name, f"{r.step_ms:.3f}",
                      f"{r.profiled_step_ms:.3f}", f"{r.overhead_percent:+.1f}",

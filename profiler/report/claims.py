@@ -23,7 +23,7 @@ from profiler.report.markdown import (
     ratio,
     table,
 )
-from profiler.report.units import human_bytes, human_count
+from profiler.util.units import human_bytes, human_count
 
 HOLDS, ROUGHLY, FAILS, UNCHECKABLE = "holds", "holds, roughly", "does not hold", "cannot check here"
 #: Relative difference under which a quoted memory figure counts as reproduced by a measurement.

@@ -28,7 +28,7 @@ from profiler.report.markdown import (
     terabytes_per_s,
     teraflops_per_s,
 )
-from profiler.report.units import human_bytes, human_count
+from profiler.util.units import human_bytes, human_count
 
 NOTES = "000_8357d8bc530bdd25.txt"
 SMALL, LARGE = SIZES

@@ -14,8 +14,8 @@ from profiler.report.claims import claims_page
 from profiler.report.collect import ReportData, collect
 from profiler.report.exercises import exercises_page
 from profiler.report.figures import render_figures
-from profiler.report.output import write_atomic
 from profiler.report.pages import comparison_page, index_page, model_page
+from profiler.util.files import write_atomic
 
 
 def render(data: ReportData) -> dict[str, str | bytes]:

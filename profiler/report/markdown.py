@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from profiler.memory.gpus import calibration, gpu_spec
+from profiler.gpus import gpu_spec
+from profiler.memory.calibration import calibration
 from profiler.report.collect import BATCH, GPU
 from profiler.report.measured import Measurements
 from profiler.report.output import render_table

@@ -12,7 +12,7 @@ from typing import Any
 from profiler.memory.records import MemoryResult
 from profiler.memory.trace import CATEGORIES
 from profiler.report.output import render_table, to_csv, to_json
-from profiler.report.units import human_bytes, shape_str
+from profiler.util.units import human_bytes, shape_str
 
 TOP_LAYERS = 10
 

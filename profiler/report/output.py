@@ -1,64 +1,20 @@
-"""Writing results: stdout, or a file replaced atomically (temporary file in the same folder, then rename)."""
+"""Rendering helpers every formatter shares (tables, JSON, CSV) and the one way results leave: stdout, or a file
+replaced atomically."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
-from profiler.errors import ProfilerError
+from profiler.util.files import write_atomic
 
 FORMATS = ("table", "markdown", "json", "csv")
-
-
-def check_writable(path: str | os.PathLike) -> Path:
-    """Fail early, before any work, if ``path`` cannot be written: its folder must exist and be writable."""
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    if target.is_dir():
-        raise ProfilerError(f"--output {path} is a folder; give a file name")
-    if not folder.is_dir():
-        raise ProfilerError(f"cannot write --output {path}: folder '{folder}' does not exist; create it first")
-    try:  # try for real: os.access says yes to root even where nothing can be written (/proc, read-only mounts)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".probe")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise ProfilerError(f"cannot write --output {path}: {err.strerror or err}; choose a writable location") \
-            from None
-    if target.exists() and not os.access(target, os.W_OK):
-        raise ProfilerError(f"cannot write --output {path}: permission denied; choose a writable location")
-    return target
-
-
-def write_atomic(path: str | os.PathLike, text: str | bytes) -> None:
-    """Replace ``path`` with ``text`` in one rename, so readers never see a half-written file."""
-    target = Path(path)
-    data = text.encode() if isinstance(text, str) else text
-    try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.",
-                                   suffix=".tmp")
-    except OSError as err:
-        raise ProfilerError(f"cannot write {path}: {err.strerror or err}; choose a writable location") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise ProfilerError(f"cannot write {path}: {err.strerror or err}; choose a writable location") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def emit(text: str, output: str | None) -> None:

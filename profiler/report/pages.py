@@ -32,7 +32,7 @@ from profiler.report.markdown import (
     teraflops_per_s,
 )
 from profiler.report.measured import MeasuredRun, Measurements
-from profiler.report.units import human_bytes, human_count
+from profiler.util.units import human_bytes, human_count
 
 TOP_LAYERS = 5
 SMALL, LARGE = SIZES

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from profiler.bandwidth.records import BandwidthResult, LayerTiming
-from profiler.report.output import write_atomic
-from profiler.report.units import decimal_unit, shape_str
+from profiler.util.files import write_atomic
+from profiler.util.units import decimal_unit, shape_str
 
 #: How many of the slowest drawn layers get their name written beside their point.
 LABELLED_LAYERS = 8

@@ -15,10 +15,39 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from profiler.bandwidth.records import MetricSummary, NvmlSummary
+
+@dataclass
+class MetricSummary:
+    """One NVML metric over the sampled window: min/mean/max, or ``None`` with ``reason`` when not measured."""
+
+    unit: str
+    min: float | None = None
+    mean: float | None = None
+    max: float | None = None
+    samples: int = 0
+    reason: str | None = None
+
+
+@dataclass
+class NvmlSummary:
+    """NVML counters sampled by a thread during the profiled steps. ``available`` is False (with ``reason``) when
+    NVML could not be used at all; each metric may still be unsupported on its own (its ``reason`` says so).
+    ``timeline`` holds one dict per sample: ``t_s`` (seconds since the first sample) and each metric (None where
+    that sample has no value)."""
+
+    available: bool
+    reason: str | None = None
+    interval_s: float = 0.0
+    window_s: float = 0.0
+    metrics: dict[str, MetricSummary] = field(default_factory=dict)
+    timeline: list[dict[str, float | None]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
 
 #: NVML: "The interval between these two nvmlGpmSampleGet() calls should be greater than 100ms".
 GPM_MIN_INTERVAL_S = 0.1
@@ -32,29 +61,15 @@ METRICS = {
 }
 
 
-def _load_pynvml() -> ModuleType:
+def load_pynvml() -> ModuleType:
     import pynvml
 
     return pynvml
 
 
-def _why(err: BaseException) -> str:
+def why(err: BaseException) -> str:
     text = str(err).strip()
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
-def nvml_driver_version(nvml: ModuleType | None = None) -> str:
-    """The NVIDIA driver version from NVML, or "unknown (why)"."""
-    try:
-        nvml = nvml or _load_pynvml()
-        nvml.nvmlInit()
-        try:
-            version = nvml.nvmlSystemGetDriverVersion()
-        finally:
-            nvml.nvmlShutdown()
-        return version.decode() if isinstance(version, bytes) else str(version)
-    except Exception as err:  # NVML missing or failing: the driver is then simply unknown
-        return f"unknown ({_why(err)})"
 
 
 class NvmlSampler:
@@ -82,20 +97,20 @@ class NvmlSampler:
     def __enter__(self) -> NvmlSampler:
         try:
             if self._nvml is None:
-                self._nvml = _load_pynvml()
+                self._nvml = load_pynvml()
         except ImportError:
             self._reason = "NVML unavailable: the nvidia-ml-py package (pynvml) is not installed"
             return self
         try:
             self._nvml.nvmlInit()
         except Exception as err:
-            self._reason = f"NVML unavailable: nvmlInit failed ({_why(err)})"
+            self._reason = f"NVML unavailable: nvmlInit failed ({why(err)})"
             return self
         try:
             self._handle = self._device_handle()
             self._start_gpm()
         except Exception as err:
-            self._reason = f"NVML unavailable: no handle for the device ({_why(err)})"
+            self._reason = f"NVML unavailable: no handle for the device ({why(err)})"
             self._shutdown()
             return self
         self._t0 = time.perf_counter()
@@ -127,7 +142,7 @@ class NvmlSampler:
         try:
             supported = bool(nvml.nvmlGpmQueryDeviceSupport(self._handle).isSupportedDevice)
         except Exception as err:
-            self._unsupported["dram_bw_util_percent"] = f"GPM query failed ({_why(err)})"
+            self._unsupported["dram_bw_util_percent"] = f"GPM query failed ({why(err)})"
             return
         if not supported:
             self._unsupported["dram_bw_util_percent"] = "not supported: GPM metrics need a Hopper or newer GPU"
@@ -135,7 +150,7 @@ class NvmlSampler:
         try:
             self._gpm = [nvml.nvmlGpmSampleAlloc() for _ in range(3)]
         except Exception as err:
-            self._unsupported["dram_bw_util_percent"] = f"GPM sample buffers unavailable ({_why(err)})"
+            self._unsupported["dram_bw_util_percent"] = f"GPM sample buffers unavailable ({why(err)})"
             self._gpm = []
 
     def _shutdown(self) -> None:
@@ -255,4 +270,4 @@ def _unsupported_reason(nvml: Any, err: BaseException) -> str:
     not_supported = getattr(nvml, "NVML_ERROR_NOT_SUPPORTED", None)
     if getattr(err, "value", None) == not_supported and not_supported is not None:
         return "not supported by this GPU or driver (NVML_ERROR_NOT_SUPPORTED)"
-    return f"NVML error ({_why(err)})"
+    return f"NVML error ({why(err)})"

@@ -1,0 +1,77 @@
+"""The vocabulary every layer shares: str-valued enums (JSON keeps their plain values) and the names of the rows that
+are not a module of the model. One home, so that no layer retypes a literal."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class StrEnum(str, Enum):
+    """An enum whose members are their string values: ``f"{Mode.TRAIN}"`` and ``json.dumps`` give ``train``."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class Mode(StrEnum):
+    """What one configuration runs: a forward in eval mode without autograd, or one training step."""
+
+    INFERENCE = "inference"
+    TRAIN = "train"
+
+    @classmethod
+    def of(cls, train: bool) -> Mode:
+        return cls.TRAIN if train else cls.INFERENCE
+
+    @property
+    def words(self) -> str:
+        """How a headline says it: "inference" or "training step"."""
+        return "training step" if self is Mode.TRAIN else "inference"
+
+
+class Source(StrEnum):
+    """Where a figure comes from: run on a device, or computed without one."""
+
+    MEASURED = "measured"
+    PREDICTED = "predicted"
+
+
+class Phase(StrEnum):
+    """The parts of a step, in the order they run."""
+
+    FORWARD = "forward"
+    BACKWARD = "backward"
+    OPTIMIZER = "optimizer"
+
+
+class RowKind(StrEnum):
+    """What a per-layer row stands for: a leaf module, a container's own ops (functional calls in its ``forward``),
+    a whole subtree folded by ``--depth``, or parameters that no layer's forward used."""
+
+    LEAF = "leaf"
+    OWN = "own"
+    SUBTREE = "subtree"
+    UNUSED = "unused"
+
+
+class Bound(StrEnum):
+    """What limits a kernel, a layer or a step: arithmetic, memory bandwidth, or the host launching kernels."""
+
+    COMPUTE = "compute"
+    MEMORY = "memory"
+    HOST = "host"
+
+
+#: Work of the top-level model outside every submodule (its own functional calls).
+ROOT_ROW = "(model)"
+#: Work outside every tracked module.
+OUTSIDE_ROW = "(outside)"
+#: The cross-entropy loss of a training step, counted as a module of its own.
+LOSS_ROW = "loss"
+#: The optimizer update of a training step.
+OPTIMIZER_ROW = "(optimizer)"
+#: GPU time or CPU time no layer's range encloses.
+OTHER_ROW = "(other)"
