@@ -35,6 +35,7 @@ from profiler.memory.runner import predict_config
 from profiler.memory.trace import ConvCall, trace_step
 from profiler.models import build, resolve
 from profiler.models.zoo import CHAPTER7
+from profiler.step import StepConfig
 
 BATCH = 128
 
@@ -59,7 +60,7 @@ def conv_calls(run_configs: list[dict[str, Any]]) -> dict[str, ConvCall]:
         if cfg["batch"] != BATCH or cfg.get("dtype", "float32") != "float32":
             continue
         model = build(resolve(cfg["name"]), cfg["size"])
-        trace = trace_step(model, (BATCH, 1, cfg["size"], cfg["size"]), train=False)
+        trace = trace_step(model, (BATCH, 1, cfg["size"], cfg["size"]), StepConfig.make())
         for event in trace.events:
             if event.kind == "conv":
                 calls.setdefault(event.conv.key(), event.conv)

@@ -55,7 +55,7 @@ class ModuleScopes:
 
     def _pre_hook(self, name: str):
         def hook(module: nn.Module, args: tuple) -> None:
-            if _in_backward():
+            if in_backward():
                 return
             self.stack.append(name)
             if self.track_backward:
@@ -65,7 +65,7 @@ class ModuleScopes:
 
     def _post_hook(self, name: str):
         def hook(module: nn.Module, args: tuple, output: object) -> None:
-            if _in_backward():
+            if in_backward():
                 return
             if self.stack and self.stack[-1] == name:
                 self.stack.pop()
@@ -106,7 +106,7 @@ class ModuleScopes:
             self._handles.clear()
 
 
-def _in_backward() -> bool:
+def in_backward() -> bool:
     """True while autograd runs a backward pass. Module forwards re-run there (activation checkpointing) are not
     tracked: their work is charged to the autograd node that asked for it, and a re-run may stop early (by raising
     inside the forward), which would leave a pushed scope behind."""

@@ -18,6 +18,7 @@ from profiler.memory.predict import predict, replay
 from profiler.memory.runner import largest_batch, predict_config
 from profiler.memory.trace import trace_step
 from profiler.models import build, resolve
+from profiler.step import StepConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = json.loads((ROOT / "reports/data/reference_h200_batch128.json").read_text())
@@ -71,7 +72,7 @@ def test_small_and_large_pools_do_not_share_segments():
 def nin_traces():
     def trace(**kwargs):
         model = build(resolve("nin"), 96)
-        return trace_step(model, (8, 1, 96, 96), **kwargs)
+        return trace_step(model, (8, 1, 96, 96), StepConfig.make(**kwargs))
     return trace
 
 
@@ -100,7 +101,7 @@ def test_weights_are_4_bytes_per_parameter_in_fp32(nin_traces):
 
 
 def test_bfloat16_halves_the_weights(nin_traces):
-    assert _resident(nin_traces(train=False, dtype=torch.bfloat16), "weights") == _param_bytes("nin", 96, 2)
+    assert _resident(nin_traces(train=False, dtype="bfloat16"), "weights") == _param_bytes("nin", 96, 2)
 
 
 def test_input_is_the_batch_and_its_labels(nin_traces):
@@ -127,7 +128,7 @@ def test_gradients_match_the_parameters(nin_traces):
 
 def test_dropout_mask_is_one_byte_per_element_as_on_cuda():
     # NiN's dropout sits on 8×384×5×5 at 224: CUDA's native_dropout keeps a bool mask (9,600 B → 9,728)
-    trace = trace_step(build(resolve("nin"), 224), (8, 1, 224, 224), train=True)
+    trace = trace_step(build(resolve("nin"), 224), (8, 1, 224, 224), StepConfig.make(train=True))
     assert trace.layer_activation_bytes["6"] == round_size(8 * 384 * 5 * 5 * 4) + round_size(8 * 384 * 5 * 5)
 
 
@@ -138,7 +139,7 @@ def reference_predictions():
     out = []
     for run in REFERENCE["runs"]:
         model = build(resolve(run["model"]), run["size"])
-        trace = trace_step(model, (run["batch"], 1, run["size"], run["size"]), run["train"])
+        trace = trace_step(model, (run["batch"], 1, run["size"], run["size"]), StepConfig.make(run["train"]))
         out.append((run, predict(trace, GPUS["h200"], run["model"])))
     return out
 
@@ -211,7 +212,7 @@ def test_parse_bytes_understands_binary_and_decimal_units():
 def test_replay_is_deterministic(reference_predictions):
     run, first = reference_predictions[-1]
     model = build(resolve(run["model"]), run["size"])
-    trace = trace_step(model, (run["batch"], 1, run["size"], run["size"]), run["train"])
+    trace = trace_step(model, (run["batch"], 1, run["size"], run["size"]), StepConfig.make(run["train"]))
     again = replay(trace, GPUS["h200"])
     assert (again.peak_allocated, again.peak_reserved) == (first.peak_allocated_bytes, first.peak_reserved_bytes)
 
@@ -277,7 +278,7 @@ def test_a_measured_workspace_overrides_the_fitted_rule():
     from profiler.memory.calibration import calibration
 
     coefficients = copy.deepcopy(calibration()["cudnn"])
-    trace = trace_step(build(resolve("alexnet"), 96), (128, 1, 96, 96), train=False)
+    trace = trace_step(build(resolve("alexnet"), 96), (128, 1, 96, 96), StepConfig.make())
     first_conv = next(e.conv for e in trace.events if e.kind == "conv")
     fitted = replay(trace, GPUS["h200"], coefficients).peak_allocated
     coefficients["measured"][f"forward:{first_conv.key()}"] = {"probe": 0, "run": 0}

@@ -145,10 +145,11 @@ def _storage_bytes(tensors: list[torch.Tensor]) -> int:
 @SETTINGS
 @given(conv_nets(), st.sampled_from(["sgd", "sgd-momentum", "adam"]))
 def test_predicted_weight_gradient_and_optimizer_bytes_equal_the_real_tensors(net, optimizer):
-    from profiler.memory.trace import make_optimizer, trace_step
+    from profiler.memory.trace import trace_step
+    from profiler.step import StepConfig, make_optimizer
 
     model, shape = net
-    trace = trace_step(copy.deepcopy(model).to("meta"), shape, train=True, optimizer=optimizer)
+    trace = trace_step(copy.deepcopy(model).to("meta"), shape, StepConfig.make(train=True, optimizer=optimizer))
     live: dict[int, tuple[str, int]] = {}
     for event in trace.events:
         if event.kind == "alloc":

@@ -48,11 +48,11 @@ from profiler.errors import EXIT_OUT_OF_MEMORY, ProfilerError
 from profiler.gpus import datasheet_for
 from profiler.kinds import LOSS_ROW, OPTIMIZER_ROW, OTHER_ROW, ROOT_ROW
 from profiler.models import ModelSpec, build, resolve
-from profiler.models.loading import ForwardFailed, explain, logits_of, output_classes, to_device
+from profiler.models.loading import ForwardFailed, explain, output_classes, to_device
 from profiler.scopes import named_modules
+from profiler.step import Optimizer, Step, StepConfig, make_batch, optimizer_words
 from profiler.util.units import human_bytes
 
-LEARNING_RATE = 0.01
 #: The most profiled steps ``min_profiled_s`` may stretch a run to, as a multiple of ``steps``.
 MAX_STEP_FACTOR = 10
 
@@ -177,41 +177,20 @@ def out_of_memory_error(what: str, message: str, memory: str, held: int | None, 
                          "smaller --batch or --size", exit_code=EXIT_OUT_OF_MEMORY)
 
 
-class _Workload:
-    """The real model, input and labels on the device, and one step of inference or training."""
+def _real_step(meta: nn.Module, shape: tuple[int, ...], num_classes: int, config: StepConfig,
+               device: torch.device) -> Step:
+    """The step of the protocol with real, freshly initialized weights and a random batch on ``device``."""
+    model = to_device(meta, device).to(config.torch_dtype)
+    x, y = make_batch(shape, num_classes, config.torch_dtype, device)
+    return Step(model, x, y, config)
 
-    def __init__(self, meta: nn.Module, shape: tuple[int, ...], num_classes: int, train: bool,
-                 device: torch.device) -> None:
-        self.model = to_device(meta, device)
-        self.model.train(train)
-        self.train = train
-        self.loss_fn = nn.CrossEntropyLoss()
-        self.x = torch.randn(shape, device=device)
-        self.y = torch.randint(0, num_classes, (shape[0],), device=device)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LEARNING_RATE) if train else None
 
-    def modules(self) -> dict[str, nn.Module]:
-        """The rows' modules by name, as the static counter names them (the loss as "loss" when training)."""
-        modules = named_modules(self.model)
-        if self.train:
-            modules[LOSS_ROW] = self.loss_fn
-        return modules
-
-    def step(self, ranges: LayerRanges | None = None) -> None:
-        if not self.train:
-            with torch.inference_mode():
-                self.model(self.x)
-            return
-        self.optimizer.zero_grad(set_to_none=True)
-        out = self.model(self.x)
-        loss = self.loss_fn(logits_of(out), self.y)
-        if ranges is not None:
-            ranges.hook_backward()
-        loss.backward()
-        with ranges.optimizer() if ranges is not None else nullcontext():
-            self.optimizer.step()
-        if ranges is not None:
-            ranges.end_step()
+def _row_modules(step: Step) -> dict[str, nn.Module]:
+    """The rows' modules by name, as the static counter names them (the loss as "loss" when training)."""
+    modules = named_modules(step.model)
+    if step.config.train:
+        modules[LOSS_ROW] = step.loss_fn
+    return modules
 
 
 def _time_steps(step: Callable[[], None], device: torch.device, steps: int, min_s: float = 0.0) -> list[float]:
@@ -251,15 +230,16 @@ def _measure(meta: nn.Module, shape: tuple[int, ...], num_classes: int, train: b
              device: torch.device, min_profiled_s: float) -> _Measured:
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    work = _Workload(meta, shape, num_classes, train, device)
+    step = _real_step(meta, shape, num_classes, StepConfig.make(train), device)
     for _ in range(warmup):
-        work.step()
-    step_ms = _time_steps(work.step, device, steps)
-    ranges = LayerRanges(work.modules(), track_backward=train)
+        step.run()
+    step_ms = _time_steps(step.run, device, steps)
+    ranges = LayerRanges(_row_modules(step), track_backward=train)
 
     def profiled_step() -> None:
         with record_function(STEP_RANGE):
-            work.step(ranges)
+            step.run(ranges)
+        ranges.end_step()
 
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
@@ -293,7 +273,7 @@ def _result(stats: ModelStats, measured: _Measured, steps: int, warmup: int, dev
     totals = stats.totals
     notes = []
     if stats.mode == "train":
-        notes.append(f"training step = forward + cross-entropy loss + backward + SGD update (lr {LEARNING_RATE}); "
+        notes.append(f"training step = forward + cross-entropy loss + backward + {optimizer_words(Optimizer.SGD)}; "
                      "the static counts cover forward, loss and backward, not the update")
     if profiled_steps != steps:
         notes.append(f"profiled {profiled_steps} steps (not {steps}) so that the sampled window lasts long enough")

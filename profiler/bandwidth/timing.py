@@ -39,8 +39,9 @@ import torch
 from torch import nn
 from torch.autograd.profiler import record_function
 
-from profiler.kinds import OPTIMIZER_ROW
-from profiler.scopes import ModuleScopes
+from profiler.kinds import OPTIMIZER_ROW, Phase
+from profiler.scopes import ModuleScopes, in_backward
+from profiler.step import StepObserver
 
 PREFIX = "profiler.bandwidth/"
 STEP_RANGE = f"{PREFIX}step"
@@ -64,7 +65,7 @@ def parse_range(name: str) -> tuple[str, str] | None:
     return (phase, layer) if sep else None
 
 
-class LayerRanges:
+class LayerRanges(StepObserver):
     """Profiler ranges per module in forward and per claimed autograd node in backward (module docstring).
 
     ``modules`` maps qualified names to modules (the loss module included, under its row name). Use
@@ -89,13 +90,13 @@ class LayerRanges:
 
     def _pre(self, name: str):
         def hook(module: nn.Module, args: tuple) -> None:
-            if not _in_backward():  # a forward re-run inside backward (checkpointing) is the node's work
+            if not in_backward():  # a forward re-run inside backward (checkpointing) is the node's work
                 self._enter(name, range_name(FORWARD, name))
         return hook
 
     def _post(self, name: str):
         def hook(module: nn.Module, args: tuple, output: object) -> None:
-            if not _in_backward():
+            if not in_backward():
                 self._exit(name)
         return hook
 
@@ -137,10 +138,16 @@ class LayerRanges:
         return self.scopes._node_owner
 
     @contextmanager
-    def optimizer(self) -> Iterator[None]:
-        """A range for the optimizer update (row ``(optimizer)``)."""
-        with record_function(range_name(OPTIMIZER, OPTIMIZER_ROW)):
+    def phase(self, phase: Phase) -> Iterator[None]:
+        """The step's phases: the optimizer update gets a range of its own (row ``(optimizer)``)."""
+        if phase is Phase.OPTIMIZER:
+            with record_function(range_name(OPTIMIZER, OPTIMIZER_ROW)):
+                yield
+        else:
             yield
+
+    def before_backward(self) -> None:
+        self.hook_backward()
 
     def end_step(self) -> None:
         """Forget the step's autograd nodes (they would otherwise stay alive) and close ranges a failure left open."""
@@ -150,10 +157,6 @@ class LayerRanges:
             while self._open[key]:
                 self._exit(key)
         self._open.clear()
-
-
-def _in_backward() -> bool:
-    return torch._C._current_graph_task_id() != -1
 
 
 @dataclass(frozen=True)
@@ -221,10 +224,6 @@ class Attribution:
     busy_ns: int = 0
     step_ns: int = 0
     device_events: int = 0
-
-    @property
-    def attributed_ns(self) -> int:
-        return sum(self.ns.values())
 
 
 def enclosing(ranges: list[TraceEvent], queries: Iterable[TraceEvent] = ()) -> dict[TraceEvent, TraceEvent | None]:

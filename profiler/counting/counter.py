@@ -20,9 +20,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from profiler.counting.records import Counts, LayerStats, ModelStats
 from profiler.counting.rules import op_cost
-from profiler.kinds import LOSS_ROW, ROOT_ROW
-from profiler.models.loading import logits_of, tracked_forward
-from profiler.scopes import ModuleScopes, named_modules
+from profiler.kinds import LOSS_ROW, ROOT_ROW, Mode, Phase
+from profiler.models.loading import tracked_forward
+from profiler.scopes import ModuleScopes, in_backward, named_modules
+from profiler.step import Step, StepConfig, make_batch
 
 
 class _CostMode(TorchDispatchMode):
@@ -43,7 +44,7 @@ class _CostMode(TorchDispatchMode):
             self.uncounted[str(func.overloadpacket)] += 1
         row = Counts(cost.macs, cost.other_ops, cost.bytes)
         self.rows.setdefault(self.scopes.current(), Counts()).add(row)
-        phase = "backward" if torch._C._current_graph_task_id() != -1 else "forward"
+        phase = Phase.BACKWARD if in_backward() else Phase.FORWARD
         self.phases.setdefault(phase, Counts()).add(row)
         return out
 
@@ -77,44 +78,35 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...], name: str = "", 
                 depth: int | None = None, dtype: torch.dtype = torch.float32) -> ModelStats:
     """Per-layer MACs, other ops and bytes of ``model`` (on the meta device, lazy layers already sized).
 
-    Inference: ``eval()`` and no autograd, one forward. Training step (``train=True``): ``train()``, forward,
-    cross-entropy against class-0 labels (row ``loss``), backward with weight and input gradients — the optimizer
-    update is not included. Rows are leaf modules plus containers that run ops of their own, in execution order;
-    ``depth`` folds deeper rows into their ancestors (``--depth``). A failing forward raises
+    One step of the protocol (:mod:`profiler.step`): inference, or a training step's forward, cross-entropy loss (row
+    ``loss``) and backward with weight and input gradients — the optimizer update is not counted. Rows are leaf
+    modules plus containers that run ops of their own, in execution order; ``depth`` folds deeper rows into their
+    ancestors (``--depth``). The model is left as it was (mode, gradients). A failing forward raises
     :class:`~profiler.models.loading.ForwardFailed` naming the layer.
     """
     modules = named_modules(model)
-    loss_fn = nn.CrossEntropyLoss()
-    if train:
-        modules[LOSS_ROW] = loss_fn
-    scopes = ModuleScopes(modules, track_backward=train, outside=LOSS_ROW if train else ROOT_ROW)
-    x = torch.empty(input_shape, device="meta", dtype=dtype)
     model = model.to(dtype)
+    x, y = make_batch(tuple(input_shape), 1, dtype, "meta")
     was_training = model.training
     # a fresh step: gradients left by an earlier count would add accumulation work, so set them aside
     saved_grads = [(p, p.grad) for p in model.parameters()]
     for p, _ in saved_grads:
         p.grad = None
-    model.train(train)
+    step = Step(model, x, y, StepConfig(Mode.of(train)), optimizer=False)
+    if train:
+        modules[LOSS_ROW] = step.loss_fn
+    scopes = ModuleScopes(modules, track_backward=train, outside=LOSS_ROW if train else ROOT_ROW)
     try:
         with scopes.attached(), _CostMode(scopes) as mode, tracked_forward(scopes, model):
-            if train:
-                out = model(x)
-                logits = logits_of(out)
-                target = torch.zeros(logits.shape[0], dtype=torch.long, device="meta")
-                loss_fn(logits, target).backward()
-            else:
-                with torch.no_grad():
-                    model(x)
+            step.run()
     finally:
         model.train(was_training)
         for p, grad in saved_grads:
             p.grad = grad
     layers = _rows(modules, scopes, mode, depth)
     params = sum(p.numel() for p in model.parameters())
-    return ModelStats(model=name or type(model).__name__, input_shape=tuple(input_shape),
-                      mode="train" if train else "inference", params=params, layers=layers,
-                      uncounted_ops=dict(sorted(mode.uncounted.items())),
+    return ModelStats(model=name or type(model).__name__, input_shape=tuple(input_shape), mode=Mode.of(train),
+                      params=params, layers=layers, uncounted_ops=dict(sorted(mode.uncounted.items())),
                       phases=mode.phases if train else {}, dtype=str(dtype).removeprefix("torch."))
 
 

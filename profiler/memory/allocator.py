@@ -119,11 +119,6 @@ class CachingAllocator:
         """Like ``torch.cuda.reset_peak_memory_stats``: peaks restart from the current values."""
         self.peak_allocated, self.peak_reserved = self.allocated, self.reserved
 
-    def block_size(self, key: object) -> int:
-        """Bytes currently allocated to ``key`` (0 if none)."""
-        block = self._live.get(key)
-        return block.size if block is not None else 0
-
     def _take_free(self, small: bool, size: int) -> _Block | None:
         pool = self._pools[small]
         i = bisect.bisect_left(pool, (size, -1))

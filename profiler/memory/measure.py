@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
@@ -24,11 +24,13 @@ from torch import nn
 
 from profiler.device import nvml_used_bytes, provenance
 from profiler.errors import EXIT_OUT_OF_MEMORY, ProfilerError
+from profiler.kinds import Phase, Source
 from profiler.memory.allocator import round_size
+from profiler.memory.layers import LayerBytes
 from profiler.memory.records import MemoryResult
-from profiler.memory.trace import DTYPES, checkpointed_blocks, make_optimizer
 from profiler.models import build, resolve
-from profiler.models.loading import logits_of, output_classes, to_device
+from profiler.models.loading import output_classes, to_device
+from profiler.step import Step, StepConfig, StepObserver, make_batch
 
 
 def _storage_bytes(tensors: list[torch.Tensor]) -> int:
@@ -40,31 +42,48 @@ def _storage_bytes(tensors: list[torch.Tensor]) -> int:
     return sum(seen.values())
 
 
-class _LayerBytes:
-    """Per leaf layer: bytes its forward leaves allocated (``memory_allocated`` after minus before)."""
+class _CudaPhases(StepObserver):
+    """Per phase of the measured step: CUDA's peak statistics reset before it, its peak allocated read after it
+    (synchronized both times), and the largest peak reserved; gradient bytes at the end of backward."""
 
-    def __init__(self, model: nn.Module, read: Callable[[], int]) -> None:
-        self.bytes: dict[str, int] = {}
+    def __init__(self, device: torch.device, model: nn.Module) -> None:
+        self.device, self.model = device, model
         self.active = False
-        self._handles = []
-        for name, module in model.named_modules():
-            if next(module.children(), None) is not None:
-                continue
-            start: list[int] = []
+        self.peaks: dict[str, int] = {}
+        self.reserved = 0
+        self.gradient_bytes = 0
 
-            def pre(_m: nn.Module, _a: tuple, start: list[int] = start) -> None:
-                start.append(read())
+    @contextmanager
+    def phase(self, phase: Phase) -> Iterator[None]:
+        if not self.active:
+            yield
+            return
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        yield
+        torch.cuda.synchronize(self.device)
+        self.peaks[phase] = torch.cuda.max_memory_allocated(self.device)
+        self.reserved = max(self.reserved, torch.cuda.max_memory_reserved(self.device))
+        if phase is Phase.BACKWARD:
+            self.gradient_bytes = _storage_bytes([p.grad for p in self.model.parameters() if p.grad is not None])
 
-            def post(_m: nn.Module, _a: tuple, _o: Any, name: str = name, start: list[int] = start) -> None:
-                before = start.pop()
-                if self.active:
-                    self.bytes[name] = self.bytes.get(name, 0) + read() - before
 
-            self._handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+def _real_step(name: str, size: int, batch: int, channels: int | None, classes: int | None, config: StepConfig,
+               device: torch.device) -> Step:
+    """The step of one configuration with real, freshly initialized weights and a random batch on ``device``."""
+    spec = resolve(name)
+    meta_model = build(spec, size, channels, classes)
+    num_classes = output_classes(meta_model, spec.input_shape(1, size, channels))
+    model = to_device(meta_model, device).to(config.torch_dtype)
+    x, y = make_batch(spec.input_shape(batch, size, channels), num_classes, config.torch_dtype, device)
+    return Step(model, x, y, config)
 
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
+
+def _optimizer_state_bytes(step: Step) -> int:
+    if step.optimizer is None:
+        return 0
+    return _storage_bytes([t for state in step.optimizer.state.values() for t in state.values()
+                           if isinstance(t, torch.Tensor) and t.dim() > 0])
 
 
 def measure_cuda(name: str, size: int, batch: int, channels: int | None = None, classes: int | None = None,
@@ -73,99 +92,58 @@ def measure_cuda(name: str, size: int, batch: int, channels: int | None = None, 
     """Measure one configuration on the current CUDA device (see the module docstring for the protocol)."""
     device = torch.device("cuda", torch.cuda.current_device())
     torch.backends.cudnn.benchmark = False
-    spec = resolve(name)
-    shape = spec.input_shape(batch, size, channels)
-    meta_model, num_classes = _meta_model_and_classes(name, size, channels, classes)
+    config = StepConfig.make(train, optimizer, dtype, checkpoint)
+    shape = resolve(name).input_shape(batch, size, channels)
     try:
-        model = to_device(meta_model, device).to(DTYPES[dtype])
-        x = torch.randn(shape, device=device, dtype=DTYPES[dtype])
-        y = torch.randint(0, num_classes, (batch,), device=device)
+        step = _real_step(name, size, batch, channels, classes, config, device)
         torch.cuda.synchronize(device)
         baseline = torch.cuda.memory_allocated(device)
-        weights = _storage_bytes([*model.parameters(), *model.buffers()])
-        inputs = _storage_bytes([x, y])
-        layers = _LayerBytes(model, lambda: torch.cuda.memory_allocated(device))
-        phases: dict[str, int] = {}
-        reserved = 0
-
-        def phase(name_: str, work: Callable[[], Any]) -> Any:
-            nonlocal reserved
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            out = work()
-            torch.cuda.synchronize(device)
-            phases[name_] = torch.cuda.max_memory_allocated(device)
-            reserved = max(reserved, torch.cuda.max_memory_reserved(device))
-            return out
-
-        with ExitStack() as stack:
-            if checkpoint:
-                stack.enter_context(checkpointed_blocks(model))
-            if not train:
-                model.eval()
-                layers.active = True
-                if trace_file:
-                    torch.cuda.memory._record_memory_history(max_entries=200_000)
-                with torch.inference_mode():
-                    phase("forward", lambda: model(x))
-                gradients = optimizer_state = 0
-            else:
-                model.train()
-                opt = make_optimizer(optimizer, list(model.parameters()))
-                loss_fn = nn.CrossEntropyLoss()
-                for step in range(2):
-                    measured = step == 1
-                    layers.active = measured
-                    if measured and trace_file:
+        weights = _storage_bytes([*step.model.parameters(), *step.model.buffers()])
+        inputs = _storage_bytes([step.x, step.y])
+        phases = _CudaPhases(device, step.model)
+        layers = LayerBytes(step.model, lambda: torch.cuda.memory_allocated(device), lambda: phases.active)
+        with layers, step.checkpointing():
+            for run in range(2 if train else 1):
+                if run == (1 if train else 0):  # the protocol measures the second training step
+                    phases.active = True
+                    if trace_file:
                         torch.cuda.memory._record_memory_history(max_entries=200_000)
-
-                    def forward() -> torch.Tensor:
-                        opt.zero_grad(set_to_none=True)
-                        out = model(x)
-                        return loss_fn(logits_of(out), y)
-
-                    if measured:
-                        loss = phase("forward", forward)
-                        phase("backward", loss.backward)
-                        gradients = _storage_bytes([p.grad for p in model.parameters() if p.grad is not None])
-                        phase("optimizer", opt.step)
-                    else:
-                        loss = forward()
-                        loss.backward()
-                        opt.step()
-                    del loss
-                optimizer_state = _storage_bytes([t for state in opt.state.values() for t in state.values()
-                                                  if isinstance(t, torch.Tensor) and t.is_cuda])
+                step.run(phases)
             if trace_file:
                 torch.cuda.memory._dump_snapshot(trace_file)
                 torch.cuda.memory._record_memory_history(enabled=None)
-        layers.remove()
-        peak = max(phases.values())
+        peak = max(phases.peaks.values())
         used, note = nvml_used_bytes(device.index)
     except torch.cuda.OutOfMemoryError as err:
         free, total = torch.cuda.mem_get_info(device)
-        raise ProfilerError(f"{name} at {list(shape)} ({'training' if train else 'inference'}) ran out of GPU "
-                            f"memory: {str(err).splitlines()[0]} The device has {total / 2**30:.1f} GiB; try a "
-                            f"smaller --batch or --size, or --checkpoint", exit_code=EXIT_OUT_OF_MEMORY) from None
-    known = weights + inputs + gradients + optimizer_state
+        raise ProfilerError(f"{name} at {list(shape)} ({config.mode.words}) ran out of GPU memory: "
+                            f"{str(err).splitlines()[0]} The device has {total / 2**30:.1f} GiB; try a smaller --batch "
+                            "or --size, or --checkpoint", exit_code=EXIT_OUT_OF_MEMORY) from None
+    optimizer_state = _optimizer_state_bytes(step)
+    known = weights + inputs + phases.gradient_bytes + optimizer_state
     return MemoryResult(
-        model=spec.name, input_shape=tuple(shape), mode="train" if train else "inference", source="measured",
-        device=torch.cuda.get_device_name(device), peak_allocated_bytes=peak, peak_reserved_bytes=reserved,
+        model=resolve(name).name, input_shape=tuple(shape), mode=config.mode, source=Source.MEASURED,
+        device=torch.cuda.get_device_name(device), peak_allocated_bytes=peak, peak_reserved_bytes=phases.reserved,
         baseline_bytes=baseline,
-        breakdown={"weights": weights, "gradients": gradients, "optimizer": optimizer_state, "input": inputs,
-                   "activations": max(peak - known, 0), "workspace": None},
-        phases=phases, layers=layers.bytes, optimizer=optimizer if train else None, dtype=dtype,
+        breakdown={"weights": weights, "gradients": phases.gradient_bytes, "optimizer": optimizer_state,
+                   "input": inputs, "activations": max(peak - known, 0), "workspace": None},
+        phases=dict(phases.peaks), layers=layers.bytes, optimizer=optimizer if train else None, dtype=dtype,
         checkpoint=checkpoint, nvml_used_bytes=used, nvml_note=note, provenance=provenance(device),
         notes=["measured breakdown: weights, input, gradients (at the end of backward) and optimizer state are "
                "exact; activations is the rest of the peak and includes cuDNN/cuBLAS workspaces"])
 
 
-def _meta_model_and_classes(name: str, size: int, channels: int | None, classes: int | None
-                            ) -> tuple[nn.Module, int]:
-    """The meta model, and how many logits it returns (labels are drawn below that)."""
-    spec = resolve(name)
-    model = build(spec, size, channels, classes)
-    return model, output_classes(model, spec.input_shape(1, size, channels))
+class _Gradients(StepObserver):
+    """Gradient bytes at the end of backward (CPU measurement)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model, self.bytes = model, 0
+
+    @contextmanager
+    def phase(self, phase: Phase) -> Iterator[None]:
+        yield
+        if phase is Phase.BACKWARD:
+            self.bytes = _storage_bytes([p.grad for p in self.model.parameters() if p.grad is not None])
 
 
 def measure_cpu(name: str, size: int, batch: int, channels: int | None = None, classes: int | None = None,
@@ -177,45 +155,18 @@ def measure_cpu(name: str, size: int, batch: int, channels: int | None = None, c
     from torch.profiler._memory_profiler import Action
 
     device = torch.device("cpu")
-    spec = resolve(name)
-    shape = spec.input_shape(batch, size, channels)
-    meta_model, num_classes = _meta_model_and_classes(name, size, channels, classes)
-    model = to_device(meta_model, device).to(DTYPES[dtype])
-    x = torch.randn(shape, dtype=DTYPES[dtype])
-    y = torch.randint(0, num_classes, (batch,))
-    weights = _storage_bytes([*model.parameters(), *model.buffers()])
-    inputs = _storage_bytes([x, y])
-    gradients = optimizer_state = 0
-    with ExitStack() as stack:
-        if checkpoint:
-            stack.enter_context(checkpointed_blocks(model))
-        if train:
-            model.train()
-            opt = make_optimizer(optimizer, list(model.parameters()))
-            for p in model.parameters():
-                p.grad = None
-            opt.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(logits_of(model(x)), y)
-            loss.backward()
-            opt.step()
-            del loss
-        else:
-            model.eval()
+    config = StepConfig.make(train, optimizer, dtype, checkpoint)
+    step = _real_step(name, size, batch, channels, classes, config, device)
+    weights = _storage_bytes([*step.model.parameters(), *step.model.buffers()])
+    inputs = _storage_bytes([step.x, step.y])
+    gradients = _Gradients(step.model)
+    with step.checkpointing():
+        if train:  # a first step creates the optimizer state; the second is measured
+            step.run()
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
                      with_stack=True) as prof:
-            if train:
-                opt.zero_grad(set_to_none=True)
-                loss = nn.functional.cross_entropy(logits_of(model(x)), y)
-                loss.backward()
-                gradients = _storage_bytes([p.grad for p in model.parameters() if p.grad is not None])
-                opt.step()
-                del loss
-            else:
-                with torch.inference_mode():
-                    model(x)
-    if train:
-        optimizer_state = _storage_bytes([t for s in opt.state.values() for t in s.values()
-                                          if isinstance(t, torch.Tensor) and t.dim() > 0])
+            step.run(gradients)
+    optimizer_state = _optimizer_state_bytes(step)
     current = peak = 0
     for _time, action, _key, nbytes in prof._memory_profile().timeline:
         if action == Action.CREATE:
@@ -223,14 +174,13 @@ def measure_cpu(name: str, size: int, batch: int, channels: int | None = None, c
         elif action == Action.DESTROY:
             current -= nbytes
         peak = max(peak, current)
-    resident = weights + inputs + (optimizer_state if train else 0)
-    total = resident + peak
+    total = weights + inputs + optimizer_state + peak
     return MemoryResult(
-        model=spec.name, input_shape=tuple(shape), mode="train" if train else "inference", source="measured",
+        model=resolve(name).name, input_shape=tuple(step.x.shape), mode=config.mode, source=Source.MEASURED,
         device=provenance(device)["device"] + ", host memory", peak_allocated_bytes=total,
         peak_reserved_bytes=total, baseline_bytes=weights + inputs,
-        breakdown={"weights": weights, "gradients": gradients, "optimizer": optimizer_state, "input": inputs,
-                   "activations": max(total - weights - inputs - gradients - optimizer_state, 0),
+        breakdown={"weights": weights, "gradients": gradients.bytes, "optimizer": optimizer_state, "input": inputs,
+                   "activations": max(total - weights - inputs - gradients.bytes - optimizer_state, 0),
                    "workspace": None},
         phases={}, layers={}, optimizer=optimizer if train else None, dtype=dtype, checkpoint=checkpoint,
         nvml_used_bytes=None, nvml_note="NVML: not applicable to CPU memory", provenance=provenance(device),

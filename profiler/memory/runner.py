@@ -15,9 +15,10 @@ from profiler.errors import EXIT_OUT_OF_MEMORY, ProfilerError
 from profiler.gpus import GpuSpec, gpu_spec, parse_bytes
 from profiler.memory.predict import predict
 from profiler.memory.records import MemoryResult
-from profiler.memory.trace import DTYPES, trace_step
+from profiler.memory.trace import trace_step
 from profiler.models import build, resolve
 from profiler.models.loading import ForwardFailed, explain
+from profiler.step import StepConfig
 
 MAX_BATCH = 1 << 20
 GiB = float(1 << 30)
@@ -30,8 +31,8 @@ def predict_config(name: str, size: int, batch: int, channels: int | None = None
     spec = resolve(name)
     model = build(spec, size, channels, classes)
     try:
-        trace = trace_step(model, spec.input_shape(batch, size, channels), train, optimizer, DTYPES[dtype],
-                           checkpoint_blocks=checkpoint)
+        trace = trace_step(model, spec.input_shape(batch, size, channels),
+                           StepConfig.make(train, optimizer, dtype, checkpoint))
     except ForwardFailed as failure:
         raise explain(spec, size, channels, classes, failure) from None
     return predict(trace, gpu_spec(gpu), spec.name, checkpoint=checkpoint)

@@ -28,20 +28,18 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
-from torch.utils.checkpoint import checkpoint
 from torch.utils.weak import WeakIdKeyDictionary
 
+from profiler.kinds import Phase
 from profiler.memory.allocator import round_size
-from profiler.models.loading import logits_of, tracked_forward
-from profiler.scopes import ModuleScopes, named_modules
+from profiler.memory.layers import LayerBytes
+from profiler.models.loading import tracked_forward
+from profiler.scopes import ModuleScopes, in_backward, named_modules
+from profiler.step import Step, StepConfig, StepObserver, make_batch
 
 aten = torch.ops.aten
 
-#: The --dtype choices.
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 CATEGORIES = ("weights", "gradients", "optimizer", "input", "activations", "workspace")
-PHASES = ("forward", "backward", "optimizer")
 
 _CONV_OPS = {aten.convolution, aten._convolution}
 _GEMM_OPS = {aten.mm, aten.addmm, aten.bmm, aten.baddbmm}
@@ -191,8 +189,7 @@ class _Recorder(TorchDispatchMode):
         elif packet is aten.convolution_backward:
             self.mark("conv", conv=_conv_call("backward", args, out))
         elif packet in _GEMM_OPS:
-            in_backward = torch._C._current_graph_task_id() != -1
-            self.mark("gemm", thread="autograd" if in_backward else "main")
+            self.mark("gemm", thread="autograd" if in_backward() else "main")
         return out
 
 
@@ -206,108 +203,55 @@ def _conv_call(pass_: str, args: tuple, out: Any) -> ConvCall:
                     tuple(dilation), int(groups), x.element_size(), tuple(bool(m) for m in mask))
 
 
-def make_optimizer(name: str, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    """The optimizer of the measurement protocol: SGD lr 0.01 (``sgd``: no momentum; ``sgd-momentum``: 0.9) or
-    Adam (lr 1e-3). ``foreach`` is forced on, as CUDA's default."""
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=0.01, foreach=True)
-    if name == "sgd-momentum":
-        return torch.optim.SGD(params, lr=0.01, momentum=0.9, foreach=True)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=1e-3, foreach=True)
-    raise ValueError(f"unknown optimizer {name!r}")
+class _TraceObserver(StepObserver):
+    """Marks each phase in the trace; after backward, re-labels the storages that became ``.grad``."""
+
+    def __init__(self, rec: _Recorder, model: nn.Module) -> None:
+        self.rec, self.model = rec, model
+
+    @contextmanager
+    def phase(self, phase: Phase) -> Iterator[None]:
+        self.rec.phase = phase
+        self.rec.mark("phase")
+        yield
+        if phase is Phase.BACKWARD:
+            _label_gradients(self.rec, self.model)
 
 
-@contextmanager
-def checkpointed_blocks(model: nn.Module, preserve_rng_state: bool = True) -> Iterator[list[str]]:
-    """Activation checkpointing per top-level block: each child of the model runs under non-reentrant
-    ``torch.utils.checkpoint`` (its activations are dropped after the forward and recomputed in backward).
-    Children without parameters (activations, pooling) are left alone. Yields the checkpointed children's names."""
-    wrapped = []
-    for name, child in model.named_children():
-        if next(child.parameters(), None) is None:
-            continue
-        original = child.forward
+def trace_step(model: nn.Module, input_shape: tuple[int, ...], config: StepConfig) -> Trace:
+    """Record the allocations of the step protocol (:mod:`profiler.step`) on the meta device.
 
-        def forward(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            return checkpoint(_original, *args, use_reentrant=False, preserve_rng_state=preserve_rng_state, **kwargs)
-
-        child.forward = forward
-        wrapped.append((child, name))
-    try:
-        yield [name for _, name in wrapped]
-    finally:
-        for child, _ in wrapped:
-            del child.forward
-
-
-def trace_step(model: nn.Module, input_shape: tuple[int, ...], train: bool, optimizer: str = "sgd",
-               dtype: torch.dtype = torch.float32, checkpoint_blocks: bool = False,
-               num_classes: int | None = None) -> Trace:
-    """Record the allocations of the measurement protocol on the meta device.
-
-    Setup: weights, the input batch and its labels are resident. Inference: ``eval()``, no autograd, one forward.
-    Training: ``train()``, two steps of ``zero_grad(set_to_none=True)``, forward, cross-entropy, backward, optimizer
-    step; a "measure" event before the second step restarts the peak (the protocol reports the second step, once
+    Setup: weights, the input batch and its labels are resident. Inference: one step. Training: two steps, and a
+    "measure" event before the second restarts the peak (the measurement protocol reports the second step, once
     lazily created state — optimizer buffers, cuDNN plans, cuBLAS workspaces — exists). A failing forward raises
     :class:`~profiler.models.loading.ForwardFailed` naming the layer."""
-    model = model.to(dtype)
+    model = model.to(config.torch_dtype)
     modules = named_modules(model)
-    scopes = ModuleScopes(modules, track_backward=train)
+    scopes = ModuleScopes(modules, track_backward=config.train)
     rec = _Recorder(scopes)
     for p in model.parameters():
         rec.track(p, "weights")
     for b in model.buffers():
         rec.track(b, "weights")
-    x = torch.empty(input_shape, device="meta", dtype=dtype)
-    y = torch.zeros(input_shape[0], device="meta", dtype=torch.long)
+    x, y = make_batch(tuple(input_shape), 1, config.torch_dtype, "meta")
     rec.track(x, "input")
     rec.track(y, "input")
-    layer_bytes: dict[str, int] = {}
-    leaves = {name for name, m in modules.items() if next(m.children(), None) is None}
-    hooks = _layer_byte_hooks(modules, leaves, rec, layer_bytes)
-    opt = make_optimizer(optimizer, list(model.parameters())) if train else None
-    model.train(train)
+    measured = {"step": False}
+    layers = LayerBytes(model, lambda: rec.live_bytes, lambda: measured["step"] and rec.phase is Phase.FORWARD)
+    step = Step(model, x, y, config)
+    observer = _TraceObserver(rec, model)
     try:
-        with (_Redirect(), scopes.attached(), rec, tracked_forward(scopes, model),
-              checkpointed_blocks(model, preserve_rng_state=False) if checkpoint_blocks else _nothing()):
-            if not train:
-                rec.mark("measure")
-                _set_phase(rec, "forward")
-                with torch.no_grad():
-                    model(x)
-            else:
-                for step in range(2):
-                    if step == 1:
-                        rec.mark("measure")
-                        layer_bytes.clear()
-                    _set_phase(rec, "forward")
-                    opt.zero_grad(set_to_none=True)
-                    out = model(x)
-                    logits = logits_of(out)
-                    loss = nn.functional.cross_entropy(logits, y)
-                    _set_phase(rec, "backward")
-                    loss.backward()
-                    _label_gradients(rec, model)
-                    _set_phase(rec, "optimizer")
-                    opt.step()
-                    del out, logits, loss  # a training-step function drops them when it returns
+        with (_Redirect(), scopes.attached(), layers, rec, tracked_forward(scopes, model),
+              step.checkpointing(preserve_rng_state=False)):
+            for run in range(2 if config.train else 1):
+                if run == (1 if config.train else 0):
+                    rec.mark("measure")
+                    measured["step"] = True
+                step.run(observer)
     finally:
         rec.recording = False
-        for handle in hooks:
-            handle.remove()
-    return Trace(rec.events, layer_bytes, "train" if train else "inference", optimizer if train else None,
-                 str(dtype).removeprefix("torch."), tuple(input_shape))
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
-
-
-def _set_phase(rec: _Recorder, phase: str) -> None:
-    rec.phase = phase
-    rec.mark("phase")
+    return Trace(rec.events, layers.bytes, config.mode, config.optimizer if config.train else None,
+                 config.dtype, tuple(input_shape))
 
 
 def _label_gradients(rec: _Recorder, model: nn.Module) -> None:
@@ -316,24 +260,3 @@ def _label_gradients(rec: _Recorder, model: nn.Module) -> None:
     for event in rec.events:
         if event.kind == "alloc" and event.key in keys:
             event.category = "gradients"
-
-
-def _layer_byte_hooks(modules: dict[str, nn.Module], leaves: set[str], rec: _Recorder,
-                      out: dict[str, int]) -> list:
-    """Per leaf layer: bytes its forward allocated that are still allocated when it returns (its output plus what
-    autograd saved), summed over calls; recomputation during backward is not counted."""
-    handles = []
-    for name in leaves:
-        module = modules[name]
-        start: list[int] = []
-
-        def pre(_m: nn.Module, _args: tuple, start: list[int] = start) -> None:
-            if rec.phase == "forward":
-                start.append(rec.live_bytes)
-
-        def post(_m: nn.Module, _args: tuple, _out: Any, name: str = name, start: list[int] = start) -> None:
-            if start and rec.phase == "forward":
-                out[name] = out.get(name, 0) + rec.live_bytes - start.pop()
-
-        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
-    return handles
