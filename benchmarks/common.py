@@ -19,6 +19,8 @@ from typing import Any
 
 from tabulate import tabulate
 
+from profiler.util.parallel import usable_cores
+
 #: Packages whose versions the report header names: what the benchmarks run on and the peers they compare with.
 PACKAGES = ("torch", "torchvision", "fvcore", "torchinfo", "thop", "calflops", "tabulate")
 
@@ -49,13 +51,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (the affinity mask where the OS has one, e.g. in a container)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def ram_bytes() -> int | None:

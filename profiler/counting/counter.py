@@ -12,6 +12,7 @@ import types
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -20,7 +21,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from profiler.counting.records import Counts, LayerStats, ModelStats
 from profiler.counting.rules import op_cost
-from profiler.kinds import LOSS_ROW, ROOT_ROW, Mode, Phase
+from profiler.kinds import LOSS_ROW, ROOT_ROW, Mode, Phase, RowKind
+from profiler.meta import meta_call
 from profiler.models.loading import tracked_forward
 from profiler.scopes import ModuleScopes, in_backward, named_modules
 from profiler.step import Step, StepConfig, make_batch
@@ -38,7 +40,7 @@ class _CostMode(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        out = meta_call(func, args, kwargs)
         cost = op_cost(func, args, kwargs, out)
         if not cost.counted:
             self.uncounted[str(func.overloadpacket)] += 1
@@ -103,32 +105,45 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...], name: str = "", 
         model.train(was_training)
         for p, grad in saved_grads:
             p.grad = grad
-    layers = _rows(modules, scopes, mode, depth)
     params = sum(p.numel() for p in model.parameters())
-    return ModelStats(model=name or type(model).__name__, input_shape=tuple(input_shape), mode=Mode.of(train),
-                      params=params, layers=layers, uncounted_ops=dict(sorted(mode.uncounted.items())),
-                      phases=mode.phases if train else {}, dtype=str(dtype).removeprefix("torch."))
+    stats = ModelStats(model=name or type(model).__name__, input_shape=tuple(input_shape), mode=Mode.of(train),
+                       params=params, layers=_rows(modules, scopes, mode),
+                       uncounted_ops=dict(sorted(mode.uncounted.items())), phases=mode.phases if train else {},
+                       dtype=str(dtype).removeprefix("torch."),
+                       modules={key: (type(module).__name__, scopes.output_shapes.get(key))
+                                for key, module in modules.items() if key})
+    return fold(stats, depth) if depth is not None else stats
 
 
-def _rows(modules: dict[str, nn.Module], scopes: ModuleScopes, mode: _CostMode, depth: int | None) -> list[LayerStats]:
+def _rows(modules: dict[str, nn.Module], scopes: ModuleScopes, mode: _CostMode) -> list[LayerStats]:
     """Leaf modules, and containers with ops of their own, in the order their forward first returned (a block's own
-    ops — its residual add, its concatenation — come after its children); with ``depth``, rows deeper than ``depth``
-    name components are merged into their ancestor at that depth."""
+    ops — its residual add, its concatenation — come after its children)."""
     rows: dict[str, LayerStats] = {}
     for name in [*scopes.exit_order, *(n for n in mode.rows if n not in modules)]:
         module = modules.get(name)
         is_leaf = module is None or next(module.children(), None) is None
         if not is_leaf and name not in mode.rows:
             continue
-        key, kind = name, "leaf" if is_leaf else "own"
-        if depth is not None and module is not None and name and name.count(".") >= depth:
-            key, kind = ".".join(name.split(".")[:depth]), "subtree"
-        if key not in rows:
-            owner = modules.get(key)
-            rows[key] = LayerStats(name=key or ROOT_ROW, type=type(owner).__name__ if owner is not None else "-",
-                                   output_shape=scopes.output_shapes.get(key), kind=kind)
-        row = rows[key]
-        row.add(mode.rows.get(name, Counts()))
+        rows[name] = LayerStats(name=name or ROOT_ROW, type=type(module).__name__ if module is not None else "-",
+                                output_shape=scopes.output_shapes.get(name),
+                                kind=RowKind.LEAF if is_leaf else RowKind.OWN)
+        rows[name].add(mode.rows.get(name, Counts()))
         if module is not None:
-            row.params += sum(p.numel() for p in module.parameters(recurse=False))
+            rows[name].params += sum(p.numel() for p in module.parameters(recurse=False))
     return list(rows.values())
+
+
+def fold(stats: ModelStats, depth: int) -> ModelStats:
+    """``stats`` with every row deeper than ``depth`` name components merged into its ancestor at that depth
+    (``--depth``): counts and parameters add up, the ancestor's type and output shape name the row."""
+    rows: dict[str, LayerStats] = {}
+    for layer in stats.layers:
+        key, kind = layer.name, layer.kind
+        if key in stats.modules and key.count(".") >= depth:
+            key, kind = ".".join(key.split(".")[:depth]), RowKind.SUBTREE
+        if key not in rows:
+            type_name, shape = stats.modules.get(key, (layer.type, layer.output_shape))
+            rows[key] = LayerStats(name=key, type=type_name, output_shape=shape, kind=kind)
+        rows[key].add(layer)
+        rows[key].params += layer.params
+    return replace(stats, layers=list(rows.values()))

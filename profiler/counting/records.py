@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from profiler.kinds import Mode, RowKind
+
 
 @dataclass
 class Counts:
@@ -37,7 +39,7 @@ class LayerStats(Counts):
     type: str = ""
     output_shape: tuple[int, ...] | None = None
     params: int = 0
-    kind: str = "leaf"
+    kind: RowKind = RowKind.LEAF
 
 
 @dataclass
@@ -49,13 +51,15 @@ class ModelStats:
 
     model: str
     input_shape: tuple[int, ...]
-    mode: str  # "inference" | "train"
+    mode: Mode
     params: int
     layers: list[LayerStats]
     uncounted_ops: dict[str, int] = field(default_factory=dict)
     phases: dict[str, Counts] = field(default_factory=dict)
     dtype: str = "float32"
     source: str = ""
+    #: Every named module of the model → (type name, last output shape): what ``--depth`` folding names rows by.
+    modules: dict[str, tuple[str, tuple[int, ...] | None]] = field(default_factory=dict, repr=False)
 
     @property
     def totals(self) -> Counts:

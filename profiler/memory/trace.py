@@ -33,6 +33,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 from profiler.kinds import Phase
 from profiler.memory.allocator import round_size
 from profiler.memory.layers import LayerBytes
+from profiler.meta import meta_call
 from profiler.models.loading import tracked_forward
 from profiler.scopes import ModuleScopes, in_backward, named_modules
 from profiler.step import Step, StepConfig, StepObserver, make_batch
@@ -179,7 +180,7 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        out = meta_call(func, args, kwargs)
         category = "optimizer" if self.phase == "optimizer" else "activations"
         for t in tree_flatten(out)[0]:
             self.track(t, category)

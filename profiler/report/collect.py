@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from torch import nn
 
 from profiler.counting import ModelStats
+from profiler.counting.counter import fold
 from profiler.memory.records import MemoryResult
 from profiler.memory.runner import predict_config
 from profiler.models import ZOO, build, resolve, smallest_input_size
 from profiler.models.zoo import CHAPTER7
 from profiler.report.measured import DATA_DIR, Measurements, load_measurements
 from profiler.runner import count_configs
+from profiler.util.parallel import run_all
 
 #: Input sizes every report compares (d2l trains chapter 7 at 224; exercise 7.2.3 asks for 96).
 SIZES = (96, 224)
@@ -84,7 +86,7 @@ def _count(name: str, size: int, **kwargs: object) -> ModelStats:
 def _size_data(name: str, size: int) -> SizeData:
     layers = _count(name, size)
     depth = FOLD_DEPTH.get(name)
-    return SizeData(size=size, table=_count(name, size, depth=depth) if depth else layers, layers=layers,
+    return SizeData(size=size, table=fold(layers, depth) if depth else layers, layers=layers,
                     inference=_count(name, size, batch=BATCH), train=_count(name, size, batch=BATCH, train=True),
                     memory_inference=predict_config(name, size, BATCH, gpu=GPU),
                     memory_train=predict_config(name, size, BATCH, train=True, gpu=GPU))
@@ -97,22 +99,43 @@ def _pointwise_params(name: str, size: int) -> int:
                for p in m.parameters())
 
 
+def _smallest(name: str) -> int | None:
+    return smallest_input_size(resolve(name))
+
+
 def collect() -> ReportData:
-    """Count and predict every configuration the reports show, and read the committed measurements."""
+    """Count and predict every configuration the reports show, and read the committed measurements. The pieces are
+    independent and deterministic; they are computed on every core (:func:`~profiler.util.parallel.run_all`)."""
+    sizes = [(entry.name, size) for entry in ZOO.values() for size in report_sizes(entry.name)]
+    extras: dict[str, tuple] = {
+        **{f"alexnet_batch_{b}": (predict_config, ("alexnet", 224, b), dict(train=True, gpu=GPU))
+           for b in ALEXNET_BATCHES},
+        "densenet_small": (predict_config, ("densenet", DENSENET_SMALL_SIZE, BATCH), dict(train=True, gpu=GPU)),
+        **{f"densenet_saver_{label}": (predict_config, ("densenet", 224, BATCH), dict(train=True, gpu=GPU, **options))
+           for label, options in DENSENET_SAVERS.items()},
+        "nin_three_channels": (_count, ("nin", 224), dict(channels=3)),
+        **{f"smallest_{name}": (_smallest, (name,), {}) for name in CHAPTER7},
+        **{f"pointwise_{name}": (_pointwise_params, (name, 224), {}) for name in CHAPTER7},
+        "torchvision_alexnet": (_count, ("torchvision:alexnet", 224), {}),
+    }
+    # the largest models first, so that no worker is left with one of them at the end
+    order = sorted(range(len(sizes)), key=lambda i: -i)
+    results = run_all([(_size_data, sizes[i], {}) for i in order] + list(extras.values()))
+    by_size = {sizes[i]: result for i, result in zip(order, results, strict=False)}
+    extra = dict(zip(extras, results[len(sizes):], strict=True))
     models = {entry.name: ModelData(entry.name, entry.family, entry.source, FOLD_DEPTH.get(entry.name),
-                                    {size: _size_data(entry.name, size) for size in report_sizes(entry.name)})
+                                    {size: by_size[entry.name, size] for size in report_sizes(entry.name)})
               for entry in ZOO.values()}
-    smallest = {name: smallest_input_size(resolve(name)) for name in CHAPTER7}
+    smallest = {name: extra[f"smallest_{name}"] for name in CHAPTER7}
     return ReportData(
         models=models,
         measured=load_measurements(DATA_DIR),
-        alexnet_batches={b: predict_config("alexnet", 224, b, train=True, gpu=GPU) for b in ALEXNET_BATCHES},
-        densenet_small=predict_config("densenet", DENSENET_SMALL_SIZE, BATCH, train=True, gpu=GPU),
-        densenet_savers={label: predict_config("densenet", 224, BATCH, train=True, gpu=GPU, **options)
-                         for label, options in DENSENET_SAVERS.items()},
-        nin_three_channels=_count("nin", 224, channels=3),
+        alexnet_batches={b: extra[f"alexnet_batch_{b}"] for b in ALEXNET_BATCHES},
+        densenet_small=extra["densenet_small"],
+        densenet_savers={label: extra[f"densenet_saver_{label}"] for label in DENSENET_SAVERS},
+        nin_three_channels=extra["nin_three_channels"],
         smallest_sizes=smallest,
         googlenet_smallest=_count("googlenet", smallest["googlenet"] or 1),
-        pointwise_params={name: _pointwise_params(name, 224) for name in CHAPTER7},
-        torchvision_alexnet=_count("torchvision:alexnet", 224),
+        pointwise_params={name: extra[f"pointwise_{name}"] for name in CHAPTER7},
+        torchvision_alexnet=extra["torchvision_alexnet"],
     )

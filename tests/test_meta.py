@@ -1,0 +1,73 @@
+"""The meta-kernel cache and the fast batch-norm kernels give exactly what torch's own meta kernels give."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from profiler import meta
+from profiler.counting import count_model
+from profiler.models import build, resolve
+
+aten = torch.ops.aten
+
+
+def _layout(out: object) -> object:
+    if isinstance(out, torch.Tensor):
+        return (tuple(out.shape), out.stride(), out.dtype, out.storage_offset(), out.untyped_storage().nbytes())
+    if isinstance(out, (list, tuple)):
+        return [_layout(o) for o in out]
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(4, 8, 5, 5), (4, 8), (2, 3, 7), (4, 8, 5, 5, "channels_last")])
+def test_fast_batch_norm_matches_the_meta_kernel(dtype: torch.dtype, training: bool, shape: tuple):
+    channels_last = shape[-1] == "channels_last"
+    dims = shape[:-1] if channels_last else shape
+    x = torch.empty(dims, device="meta", dtype=dtype)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    c = dims[1]
+    w, b, rm, rv = (torch.empty(c, device="meta", dtype=dtype) for _ in range(4))
+    args = (x, w, b, rm, rv, training, 0.1, 1e-5)
+    forward = aten.native_batch_norm.default(*args)
+    assert _layout(meta._batch_norm(*args)) == _layout(forward)
+    grad = torch.empty_like(x)
+    for mask in ([True, True, True], [True, False, False], [False, True, True]):
+        backward_args = (grad, x, w, rm, rv, forward[1], forward[2], training, 1e-5, mask)
+        assert _layout(meta._batch_norm_backward(*backward_args)) == \
+            _layout(aten.native_batch_norm_backward.default(*backward_args))
+
+
+def test_a_cached_op_returns_fresh_tensors_of_the_same_layout():
+    x = torch.empty(2, 3, 4, device="meta")
+    first = meta.meta_call(aten.relu.default, (x,), {})
+    second = meta.meta_call(aten.relu.default, (x,), {})
+    assert _layout(first) == _layout(second) == _layout(aten.relu.default(x))
+    assert first.untyped_storage()._cdata != second.untyped_storage()._cdata
+
+
+def test_views_and_in_place_ops_are_never_answered_from_the_cache():
+    x = torch.empty(2, 3, device="meta")
+    assert meta._plan(aten.view.default) is None and meta._plan(aten.relu_.default) is None
+    assert meta.meta_call(aten.view.default, (x, [3, 2]), {}).untyped_storage()._cdata == x.untyped_storage()._cdata
+
+
+def test_an_op_that_writes_an_input_bumps_its_version_on_a_cache_hit():
+    x, mean, var = torch.empty(4, 3, device="meta"), torch.empty(3, device="meta"), torch.empty(3, device="meta")
+    args = (x, None, None, mean, var, True, 0.1, 1e-5)
+    meta.meta_call(aten._native_batch_norm_legit.default, args, {})
+    before = mean._version
+    meta.meta_call(aten._native_batch_norm_legit.default, args, {})
+    assert mean._version == before + 1
+
+
+def test_counts_are_the_same_with_and_without_the_cache(monkeypatch: pytest.MonkeyPatch):
+    cached = count_model(build(resolve("densenet"), 96), (2, 1, 96, 96), train=True)
+    monkeypatch.setattr(meta, "_plan", lambda func: None)
+    monkeypatch.setattr(meta, "_FAST_KERNELS", {})
+    plain = count_model(build(resolve("densenet"), 96), (2, 1, 96, 96), train=True)
+    assert [(r.name, r.macs, r.other_ops, r.bytes) for r in cached.layers] == \
+        [(r.name, r.macs, r.other_ops, r.bytes) for r in plain.layers]
