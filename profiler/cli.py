@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from profiler.errors import EXIT_USAGE, ProfilerError
 from profiler.models import MAX_SIZE
 from profiler.report.output import FORMATS, emit
+from profiler.step import DTYPES
 from profiler.util.files import check_writable
 
 PROG = "python -m profiler"
@@ -65,10 +67,26 @@ def _conventions_epilog() -> str:
     return f"conventions: {CONVENTION}.\n\nother-ops rules:\n{rules}"
 
 
+def _version() -> str:
+    """``profiler X.Y.Z (torch A, torchvision B)``, read from the installed metadata (nothing imported)."""
+    from importlib import metadata
+
+    from profiler import __version__
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return f"profiler {__version__} (torch {version('torch')}, torchvision {version('torchvision')})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full command line: models, params, flops (and the subcommands other modules register)."""
     parser = _Parser(prog=PROG, description="What a CNN costs — parameters, MACs, FLOPs, bytes moved, memory and "
                                             "time — layer by layer.")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     models = sub.add_parser("models", help="list the model zoo", description="List the model zoo.")
@@ -85,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="fold layers deeper than N name components into their parent block")
         cmd.add_argument("--train", action="store_true",
                          help="count one training step: forward + loss + backward (weight and input gradients)")
+        cmd.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
+                         help="parameter and activation dtype: bytes moved depend on it (default: float32)")
         cmd.set_defaults(handler=_cmd_count, what=name)
 
     memory = sub.add_parser(
@@ -148,7 +168,7 @@ def _cmd_count(args: argparse.Namespace) -> int:
     from profiler.runner import count_configs
 
     results = count_configs(args.models, args.size, batch=args.batch, channels=args.channels, classes=args.classes,
-                            train=args.train, depth=args.depth, fast_start=True)
+                            train=args.train, depth=args.depth, dtype=args.dtype, fast_start=True)
     emit(format_stats(results, args.format, what=args.what), args.output)
     return 0
 
@@ -190,6 +210,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0, 2 for usage errors, 3 for out of memory)."""
+    if os.getcwd() not in sys.path and "" not in sys.path:  # `profiler` finds module:factory as `python -m` does
+        sys.path.insert(0, os.getcwd())
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "output", None):

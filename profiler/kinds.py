@@ -73,5 +73,7 @@ OUTSIDE_ROW = "(outside)"
 LOSS_ROW = "loss"
 #: The optimizer update of a training step.
 OPTIMIZER_ROW = "(optimizer)"
+#: Parameters of modules whose forward never ran (no row of their own holds them).
+UNUSED_ROW = "(modules that did not run)"
 #: GPU time or CPU time no layer's range encloses.
 OTHER_ROW = "(other)"

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from profiler.counting import ModelStats, count_model, dynamo_import_skipped
 from profiler.models import ZOO, ModelSpec, build, resolve
 from profiler.models.loading import ForwardFailed, explain
+from profiler.step import DTYPES
 
 
 def count_configs(names: Sequence[str], sizes: Sequence[int] | None, batch: int = 1, channels: int | None = None,
                   classes: int | None = None, train: bool = False, depth: int | None = None,
-                  fast_start: bool = False) -> list[ModelStats]:
+                  dtype: str = "float32", fast_start: bool = False) -> list[ModelStats]:
     """Count every (model, size) pair, models in the given order; sizes default to each model's own.
 
     ``fast_start`` (the CLI's choice) skips importing ``torch._dynamo`` when every model is from the zoo — see
@@ -21,15 +22,16 @@ def count_configs(names: Sequence[str], sizes: Sequence[int] | None, batch: int 
     specs = [resolve(name) for name in names]
     skip = fast_start and not any(spec.external for spec in specs)
     with dynamo_import_skipped() if skip else nullcontext():
-        return [_count(spec, size, batch, channels, classes, train, depth)
+        return [_count(spec, size, batch, channels, classes, train, depth, dtype)
                 for spec in specs for size in sizes or [spec.default_size]]
 
 
 def _count(spec: ModelSpec, size: int, batch: int, channels: int | None, classes: int | None, train: bool,
-           depth: int | None) -> ModelStats:
+           depth: int | None, dtype: str) -> ModelStats:
     model = build(spec, size, channels, classes)
     try:
-        stats = count_model(model, spec.input_shape(batch, size, channels), name=spec.name, train=train, depth=depth)
+        stats = count_model(model, spec.input_shape(batch, size, channels), name=spec.name, train=train, depth=depth,
+                            dtype=DTYPES[dtype])
     except ForwardFailed as failure:
         raise explain(spec, size, channels, classes, failure) from None
     stats.source = spec.source

@@ -19,7 +19,7 @@ resets CUDA's peak statistics, a profiler opens its ranges.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,6 +174,11 @@ class Step:
         """Run the step once (module docstring), each phase inside ``observer.phase``. The output and the loss live
         until the step returns, as in a training loop's body."""
         observer = observer or StepObserver()
+        # tensors a forward creates without naming a device (torch.zeros(n, 12)) land beside the input
+        with torch.device(self.x.device) if self.x.device.type == "meta" else nullcontext():
+            self._run(observer)
+
+    def _run(self, observer: StepObserver) -> None:
         if not self.config.train:
             with observer.phase(Phase.FORWARD), self._no_autograd():
                 self.model(self.x)

@@ -112,6 +112,22 @@ class NeedsRealTensors(nn.Module):
         return self.conv(x)
 
 
+class MakesItsOwnTensors(nn.Module):
+    """Creates a tensor in forward without naming a device, as user code often does."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(12, 4)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)[:, :12] + torch.zeros(x.shape[0], 12))
+
+
+def compiled():
+    """The issue's build() wrapped by torch.compile (nothing is compiled until it runs)."""
+    return torch.compile(build())
+
+
 def explodes():
     raise RuntimeError("factory exploded on purpose")
 

@@ -64,7 +64,7 @@ def cli(factory_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNa
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
         futures = {name: pool.submit(run, argv) for name, argv in _cases(work).items()}
         runs = {name: future.result() for name, future in futures.items()}
-    return SimpleNamespace(work=work, runs=runs)
+    return SimpleNamespace(work=work, runs=runs, run=run)
 
 
 def ok(cli: SimpleNamespace, case: str) -> str:
@@ -177,9 +177,55 @@ def test_flops_help_lists_the_conventions(cli):
 def test_output_writes_the_file_and_nothing_to_stdout(cli):
     assert ok(cli, "output_json") == ""
     obj = json.loads((cli.work / "nin.json").read_text())
-    assert list(obj) == ["model", "input_shape", "mode", "dtype", "convention", "totals", "layers", "uncounted_ops"]
+    assert list(obj) == ["model", "input_shape", "mode", "dtype", "convention", "totals", "layers", "uncounted_ops",
+                         "notes"]
     assert obj["totals"] == {"params": 1_992_166, "macs": 762_297_352, "flops": 2 * 762_297_352,
                              "other_ops": 4_053_718, "bytes": 34_360_992}
     assert set(obj["layers"][0]) == {"name", "type", "kind", "output_shape", "params", "macs", "flops", "other_ops",
                                      "bytes", "intensity"}
     assert not list(cli.work.glob(".*.tmp"))
+
+
+def test_version_names_profiler_torch_and_torchvision(cli):
+    done = cli.run(["--version"])
+    assert done.returncode == 0
+    assert done.stdout.startswith("profiler 0.") and "(torch 2." in done.stdout and "torchvision 0." in done.stdout
+
+
+def test_flops_dtype_halves_the_bytes_moved_and_keeps_the_macs(cli):
+    full, half = (json.loads(ok_run(cli, ["flops", "nin", "--size", "96", "--format", "json", "--dtype", d]))
+                  for d in ("float32", "bfloat16"))
+    full, half = (r[0] if isinstance(r, list) else r for r in (full, half))
+    assert (full["dtype"], half["dtype"]) == ("float32", "bfloat16")
+    assert half["totals"]["macs"] == full["totals"]["macs"]
+    conv = [(f, h) for f, h in zip(full["layers"], half["layers"], strict=True) if f["type"] == "Conv2d"]
+    assert all(h["bytes"] * 2 == f["bytes"] for f, h in conv)  # input, weights, bias, output: all 2 bytes
+    assert half["totals"]["bytes"] < full["totals"]["bytes"]
+
+
+def test_a_forward_that_creates_tensors_without_a_device_is_counted(cli):
+    text = ok_run(cli, ["flops", "mypkg.nets:MakesItsOwnTensors", "--size", "4"])
+    assert "fc" in text and "Linear" in text
+
+
+def test_a_compiled_model_counts_as_the_module_it_wraps(cli):
+    plain, wrapped = (ok_run(cli, ["params", f"mypkg.nets:{name}", "--size", "8", "--format", "csv"])
+                      for name in ("build", "compiled"))
+    assert plain == wrapped.replace("mypkg.nets:compiled", "mypkg.nets:build")
+
+
+def test_the_console_script_finds_a_factory_in_the_current_folder(cli, factory_dir):
+    script = Path(sys.executable).with_name("profiler")
+    if not script.exists():
+        pytest.skip(f"the console script is not installed beside {sys.executable} (pip install -e . makes it)")
+    done = subprocess.run([str(script), "flops", "mypkg.nets:build", "--size", "8"], cwd=factory_dir,
+                          capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert done.returncode == 0, done.stderr
+    assert "mypkg.nets:build" in done.stdout
+
+
+def ok_run(cli: SimpleNamespace, argv: list[str]) -> str:
+    done = cli.run(argv)
+    assert done.returncode == 0, done.stderr
+    return done.stdout

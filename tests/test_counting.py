@@ -19,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from profiler.counting import LayerStats, ModelStats, count_model, op_cost
 from profiler.counting.rules import tensor_bytes
+from profiler.kinds import UNUSED_ROW
 from profiler.models import ZOO, build, resolve
 from profiler.report.counts import format_stats, stats_json
 
@@ -182,6 +183,28 @@ def test_torchvision_googlenet_params_include_the_aux_heads_the_published_count_
     aux1 = (512 * 128 + 2 * 128) + (2048 * 1024 + 1024) + (1024 * 1000 + 1000)
     aux2 = (528 * 128 + 2 * 128) + (2048 * 1024 + 1024) + (1024 * 1000 + 1000)
     assert stats.params == meta["num_params"] + aux1 + aux2 == 6_624_904 + 3_188_968 + 3_191_016
+    # the rows add up to the total: the idle heads have a row of their own, and the note says why
+    unused = row(stats, UNUSED_ROW)
+    assert unused.params == aux1 + aux2 and sum(layer.params for layer in stats.layers) == stats.params
+    assert "aux1 (InceptionAux), aux2 (InceptionAux)" in stats.notes[0] and "aux_logits=True" in stats.notes[0]
+
+
+def test_parameters_a_parent_uses_directly_get_the_unused_row_and_the_rows_add_up():
+    # nn.MultiheadAttention multiplies by out_proj.weight itself: out_proj's forward never runs
+    class SelfAttention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = nn.Sequential(nn.MultiheadAttention(16, 2, batch_first=True))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner[0](x, x, x, need_weights=False)[0]   # inner itself does not run, inner.0 does
+
+    with torch.device("meta"):
+        model = SelfAttention()
+    stats = count_model(model, (2, 5, 16))
+    assert row(stats, UNUSED_ROW).params == 16 * 16 + 16
+    assert sum(layer.params for layer in stats.layers) == stats.params == 4 * (16 * 16 + 16)
+    assert "inner.0.out_proj (NonDynamicallyQuantizableLinear)" in stats.notes[0]
 
 
 # ------------------------------------------------------------------------------------ counter properties
@@ -303,3 +326,73 @@ def test_inception_relus_and_concatenation_are_charged_to_the_inception_block(zo
     assert own.bytes == relu_bytes + cat_bytes
     assert own.macs == 0
     assert math.prod(own.output_shape) == 256 * 28 * 28
+
+
+class _Products(nn.Module):
+    """Every matrix-like product besides conv/mm/addmm/bmm/baddbmm, on one input of shape (N, 6)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.matrix = nn.Parameter(torch.empty(5, 6))
+        self.bias = nn.Parameter(torch.empty(5))
+        self.bilinear = nn.Bilinear(6, 4, 3)
+        self.other = nn.Parameter(torch.empty(2, 6, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = x[0]
+        mv = torch.mv(self.matrix, first)                               # 5×6
+        addmv = torch.addmv(self.bias, self.matrix, first)              # 5×6, + 5 bias adds
+        dot = torch.dot(first, first)                                   # 6
+        addbmm = torch.addbmm(torch.zeros(6, 4), x[:2, :, None].expand(2, 6, 6), self.other)  # 2·6·6·4
+        bilinear = self.bilinear(x, x[:, :4])                           # N·3·6·4 terms
+        return mv.sum() + addmv.sum() + dot + addbmm.sum() + bilinear.sum()
+
+
+def test_matrix_vector_dot_addbmm_and_bilinear_products_are_counted_by_hand():
+    with torch.device("meta"):
+        model = _Products()
+    stats = count_model(model, (4, 6))
+    own = {layer.name: layer for layer in stats.layers}
+    assert own["(model)"].macs == 5 * 6 + 5 * 6 + 6 + 2 * 6 * 6 * 4
+    assert own["bilinear"].macs == 4 * 3 * 6 * 4
+    assert not {"aten.mv", "aten.addmv", "aten.dot", "aten.addbmm", "aten._trilinear"} & set(stats.uncounted_ops)
+
+
+def test_bilinear_training_step_counts_its_weight_gradient_as_one_more_triple_product():
+    with torch.device("meta"):
+        model = _BilinearNet()
+    stats = count_model(model, (4, 6), train=True)
+    # forward: N·out·in1·in2 terms; backward: the input needs no gradient, the weight's is one more triple product
+    assert stats.phases["forward"].macs == stats.phases["backward"].macs == 4 * 3 * 6 * 6
+
+
+class _BilinearNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bilinear = nn.Bilinear(6, 6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bilinear(x, x)
+
+
+class _Movement(nn.Module):
+    """Ops that only move data, in forward and (through the parameter's gradient) in backward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(3, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        a, b = (x * w).unsafe_split(2, dim=1)
+        y = a.clone()
+        y.transpose_(0, 1)
+        rows = w[torch.tensor([0, 2])]                  # backward: index_put
+        return y.t() + b + w[0].sum() + w[:, 1:3].sum() + rows.sum()  # backward: select_backward, slice_backward
+
+
+def test_data_movement_ops_are_counted_in_bytes_not_listed_as_uncounted():
+    with torch.device("meta"):
+        model = _Movement()
+    stats = count_model(model, (3, 4), train=True)
+    assert stats.uncounted_ops == {}

@@ -21,7 +21,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from profiler.counting.records import Counts, LayerStats, ModelStats
 from profiler.counting.rules import op_cost
-from profiler.kinds import LOSS_ROW, ROOT_ROW, Mode, Phase, RowKind
+from profiler.kinds import LOSS_ROW, ROOT_ROW, UNUSED_ROW, Mode, Phase, RowKind
 from profiler.meta import meta_call
 from profiler.models.loading import tracked_forward
 from profiler.scopes import ModuleScopes, in_backward, named_modules
@@ -106,8 +106,10 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...], name: str = "", 
         for p, grad in saved_grads:
             p.grad = grad
     params = sum(p.numel() for p in model.parameters())
+    layers = _rows(modules, scopes, mode)
+    unused, notes = _unused_parameters(model, modules, scopes, params - sum(layer.params for layer in layers))
     stats = ModelStats(model=name or type(model).__name__, input_shape=tuple(input_shape), mode=Mode.of(train),
-                       params=params, layers=_rows(modules, scopes, mode),
+                       params=params, layers=layers + unused, notes=notes,
                        uncounted_ops=dict(sorted(mode.uncounted.items())), phases=mode.phases if train else {},
                        dtype=str(dtype).removeprefix("torch."),
                        modules={key: (type(module).__name__, scopes.output_shapes.get(key))
@@ -131,6 +133,32 @@ def _rows(modules: dict[str, nn.Module], scopes: ModuleScopes, mode: _CostMode) 
         if module is not None:
             rows[name].params += sum(p.numel() for p in module.parameters(recurse=False))
     return list(rows.values())
+
+
+def _unused_parameters(model: nn.Module, modules: dict[str, nn.Module], scopes: ModuleScopes,
+                       missing: int) -> tuple[list[LayerStats], list[str]]:
+    """A row for the parameters no row holds — those of modules whose forward never ran (left out of this mode, like
+    GoogLeNet's auxiliary heads in eval mode, or used functionally by their parent, like MultiheadAttention's
+    out_proj) — so that the rows add up to the total, and a note naming those modules."""
+    if missing <= 0:
+        return [], []
+    ran = set(scopes.exit_order)
+    idle: dict[str, None] = {}
+    for name, module in modules.items():
+        if name in ran or not name or next(module.parameters(recurse=False), None) is None:
+            continue
+        while "." in name and name.rpartition(".")[0] not in ran:  # name the outermost module that did not run
+            name = name.rpartition(".")[0]
+        idle[name] = None
+    shown = ", ".join(f"{name} ({type(modules[name]).__name__})" for name in list(idle)[:3])
+    more = f" and {len(idle) - 3} more" if len(idle) > 3 else ""
+    note = (f"{missing:,} parameters belong to modules whose forward did not run ({shown}{more}) — a parent may use "
+            "their weights directly (MultiheadAttention its out_proj) or leave them out (GoogLeNet's auxiliary "
+            f"heads in eval mode); the row {UNUSED_ROW} holds them, so that the rows add up to the total")
+    if getattr(model, "aux_logits", False):
+        note += ("; built without weights, torchvision's model keeps its auxiliary classifiers (aux_logits=True), "
+                 "which the published parameter count of its weights leaves out")
+    return [LayerStats(name=UNUSED_ROW, type="-", kind=RowKind.UNUSED, params=missing)], [note]
 
 
 def fold(stats: ModelStats, depth: int) -> ModelStats:

@@ -58,6 +58,7 @@ class ModelStats:
     phases: dict[str, Counts] = field(default_factory=dict)
     dtype: str = "float32"
     source: str = ""
+    notes: list[str] = field(default_factory=list)
     #: Every named module of the model → (type name, last output shape): what ``--depth`` folding names rows by.
     modules: dict[str, tuple[str, tuple[int, ...] | None]] = field(default_factory=dict, repr=False)
 

@@ -2,7 +2,8 @@
 
 Conventions (stated once, here, and quoted by the README and ``--help``):
 
-* **MAC** — one multiply-accumulate of a convolution, linear layer or matrix product. FLOPs = 2 × MACs, the
+* **MAC** — one multiply-accumulate of a convolution, linear layer, matrix, matrix-vector or dot product, or one
+  term of a triple product (``_trilinear``, nn.Bilinear). FLOPs = 2 × MACs, the
   convention of ``torch.utils.flop_counter``. Bias additions are not MACs; they are other ops.
 * **other ops** — work that is not a multiply-accumulate, one rule per op family (:data:`OTHER_OPS_RULES`): one per
   output element for elementwise ops (activations, adds, dropout), the window size per output element for pooling,
@@ -145,18 +146,51 @@ def _bmm(arg: _Args, out: Any) -> int:
     return a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
 
 
-@mac_rule(aten.baddbmm)
+@mac_rule(aten.baddbmm, aten.addbmm)
 def _baddbmm(arg: _Args, out: Any) -> int:
     a, b = arg("batch1"), arg("batch2")
     return a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
 
 
+@mac_rule(aten.mv)
+def _mv(arg: _Args, out: Any) -> int:
+    return math.prod(arg("self").shape)
+
+
+@mac_rule(aten.addmv)
+def _addmv(arg: _Args, out: Any) -> int:
+    return math.prod(arg("mat").shape)
+
+
+@mac_rule(aten.dot, aten.vdot)
+def _dot(arg: _Args, out: Any) -> int:
+    return numel(arg("self"))
+
+
+def trilinear_terms(shapes: list[tuple[int, ...]], expands: list[list[int]]) -> int:
+    """Terms of ``aten._trilinear``'s sum: each input gets size-1 dimensions inserted at its ``expand`` positions,
+    and every element of the three inputs' broadcast shape is one product (nn.Bilinear: N × out × in1 × in2)."""
+    expanded = []
+    for shape, expand in zip(shapes, expands, strict=True):
+        dims = list(shape)
+        for position in sorted(expand):
+            dims.insert(position, 1)
+        expanded.append(dims)
+    return math.prod(max(sizes) for sizes in zip(*expanded, strict=True))
+
+
+@mac_rule(aten._trilinear)
+def _trilinear(arg: _Args, out: Any) -> int:
+    shapes = [tuple(arg(name).shape) for name in ("i1", "i2", "i3")]
+    return trilinear_terms(shapes, [list(arg(name)) for name in ("expand1", "expand2", "expand3")])
+
+
 # ---------------------------------------------------------------------------------------------- other-ops rules
 
-@other_ops_rule("bias add of a convolution or addmm/baddbmm: 1 per output element (when a bias is given)",
-                aten.convolution, aten._convolution, aten.addmm, aten.baddbmm)
+@other_ops_rule("bias add of a convolution or addmm/addmv/baddbmm/addbmm: 1 per output element (when a bias is given)",
+                aten.convolution, aten._convolution, aten.addmm, aten.addmv, aten.baddbmm, aten.addbmm)
 def _bias_add(arg: _Args, out: Any) -> int:
-    bias = arg("bias") if arg.has("bias") else arg("self")  # addmm/baddbmm call their bias "self"
+    bias = arg("bias") if arg.has("bias") else arg("self")  # addmm and its kind call their bias "self"
     return numel(out) if bias is not None else 0
 
 
@@ -277,7 +311,8 @@ DATA_MOVEMENT = {
     aten.ones, aten.full, aten.zeros_like, aten.ones_like, aten.full_like, aten.new_zeros, aten.new_ones,
     aten.new_full, aten.scalar_tensor, aten.index_select, aten.constant_pad_nd, aten.slice_scatter,
     aten.select_scatter, aten.contiguous, aten.arange, aten.lift_fresh_copy, aten.gather, aten.scatter,
-    aten.index, aten._unsafe_index, aten.repeat, aten.roll, aten.flip,
+    aten.index, aten._unsafe_index, aten.repeat, aten.roll, aten.flip, aten.select_backward,
+    aten.slice_backward, aten.index_put, aten.index_put_,
 }
 
 #: Ops that allocate without writing: no bytes, no ops.
@@ -305,7 +340,8 @@ def tensor_bytes(t: torch.Tensor) -> int:
 
 
 #: Ops that reinterpret their input's storage although their schema does not say so.
-UNANNOTATED_VIEWS = {aten._unsafe_view, aten.alias, aten.lift_fresh, aten.as_strided_}
+UNANNOTATED_VIEWS = {aten._unsafe_view, aten.alias, aten.lift_fresh, aten.as_strided_, aten.transpose_,
+                     aten.t_, aten.unsafe_split, aten.unsafe_split_with_sizes, aten.unsafe_chunk}
 
 
 def _is_view(func: Any) -> bool:

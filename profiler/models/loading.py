@@ -12,7 +12,8 @@ import importlib
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cache
 
 import torch
 from torch import nn
@@ -80,9 +81,12 @@ def _torchvision_spec(arch: str) -> ModelSpec:
         hint = f"did you mean {', '.join('torchvision:' + c for c in close)}? " if close else ""
         raise ProfilerError(f"torchvision has no classification model '{arch}': {hint}"
                             "see torchvision.models.list_models(module=torchvision.models)")
-    weights = torchvision.models.get_model_weights(arch)
-    transforms = next(iter(weights)).transforms
-    crop = getattr(transforms, "keywords", {}).get("crop_size", 224)
+    return _torchvision_spec_of(arch)
+
+
+@cache
+def _torchvision_spec_of(arch: str) -> ModelSpec:
+    import torchvision.models
 
     def make(channels: int, classes: int | None) -> nn.Module:
         kwargs = {} if classes is None else {"num_classes": classes}
@@ -90,8 +94,18 @@ def _torchvision_spec(arch: str) -> ModelSpec:
             warnings.simplefilter("ignore", FutureWarning)
             return torchvision.models.get_model(arch, **kwargs)
 
-    return ModelSpec(f"torchvision:{arch}", "torchvision", f"torchvision.models.{arch}", int(crop), 3, make,
+    crops = [int(getattr(w.transforms, "keywords", {}).get("crop_size", 224))
+             for w in torchvision.models.get_model_weights(arch)]
+    spec = ModelSpec(f"torchvision:{arch}", "torchvision", f"torchvision.models.{arch}", crops[0], 3, make,
                      external=True)
+    if len(set(crops)) == 1:
+        return spec
+    # weights of one architecture may be trained at several sizes (vit_h_14: 518 and 224), while the model built
+    # without weights takes one of them only (a ViT's image_size): the default is the first crop it accepts
+    for crop in dict.fromkeys(crops):
+        if _works(spec, spec.input_shape(1, crop), None):
+            return replace(spec, default_size=crop)
+    return spec
 
 
 def _factory_spec(name: str) -> ModelSpec:
@@ -146,7 +160,14 @@ def _construct(spec: ModelSpec, channels: int, classes: int | None) -> nn.Module
     if not isinstance(model, nn.Module):
         raise ProfilerError(f"{spec.name} returned {type(model).__name__}, not a torch.nn.Module; make the factory "
                             "return the model")
-    return model
+    return unwrap_compiled(model)
+
+
+def unwrap_compiled(model: nn.Module) -> nn.Module:
+    """The module a ``torch.compile`` wrapper (``OptimizedModule``) wraps, else ``model``: the costs are those of
+    the module's own ops, which compilation fuses but does not change."""
+    original = getattr(model, "_orig_mod", None)
+    return original if type(model).__name__ == "OptimizedModule" and isinstance(original, nn.Module) else model
 
 
 class ForwardFailed(Exception):
@@ -176,7 +197,7 @@ def _dry_forward(spec: ModelSpec, shape: tuple[int, ...], classes: int | None) -
     training = model.training
     model.eval()
     try:
-        with torch.no_grad(), scopes.attached(), tracked_forward(scopes, model):
+        with torch.device("meta"), torch.no_grad(), scopes.attached(), tracked_forward(scopes, model):
             model(torch.empty(shape, device="meta"))
     finally:
         model.train(training)
@@ -256,7 +277,7 @@ def output_classes(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     enough); the model's training mode is restored."""
     training = model.training
     try:
-        with torch.no_grad():
+        with torch.device("meta"), torch.no_grad():
             out = model.eval()(torch.empty(input_shape, device="meta"))
     finally:
         model.train(training)

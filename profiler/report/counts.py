@@ -82,7 +82,7 @@ def _footer(stats: ModelStats, what: str) -> list[str]:
     else:
         lines.append(f"total: {stats.params:,} parameters, {human_bytes(stats.params * _element_size(stats.dtype))} "
                      f"as {stats.dtype}")
-    return lines
+    return lines + [f"note: {note}" for note in stats.notes]
 
 
 def _summary(results: Sequence[ModelStats], fmt: str, what: str) -> str:
@@ -133,6 +133,7 @@ def stats_json(stats: ModelStats, what: str = "flops") -> dict[str, Any]:
         obj["layers"] = [{"name": layer.name, "type": layer.type, "kind": layer.kind,
                           "output_shape": _shape(layer.output_shape), "params": layer.params}
                          for layer in stats.layers]
+        obj["notes"] = list(stats.notes)
         return obj
     obj["convention"] = CONVENTION
     obj["totals"] = {"params": stats.params, "macs": totals.macs, "flops": totals.flops,
@@ -145,6 +146,7 @@ def stats_json(stats: ModelStats, what: str = "flops") -> dict[str, Any]:
                       "flops": layer.flops, "other_ops": layer.other_ops, "bytes": layer.bytes,
                       "intensity": round(layer.intensity, 4)} for layer in stats.layers]
     obj["uncounted_ops"] = dict(stats.uncounted_ops)
+    obj["notes"] = list(stats.notes)
     return obj
 
 
