@@ -19,8 +19,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from profiler.counting import LayerStats, ModelStats, count_model, op_cost
 from profiler.counting.rules import tensor_bytes
+from profiler.format.counts import format_stats, stats_json
 from profiler.models import ZOO, build, resolve
-from profiler.report.counts import format_stats, stats_json
 
 FP32 = 4
 INT64 = 8

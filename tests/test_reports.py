@@ -17,12 +17,12 @@ import pytest
 
 from profiler.cli import build_parser, main
 from profiler.errors import ProfilerError
-from profiler.report import generate as generate_module
-from profiler.report.collect import BATCH, SIZES, ReportData, collect
-from profiler.report.figures import FIGURES
-from profiler.report.generate import generate, render
-from profiler.report.markdown import mib, ms, per_second, ratio, terabytes_per_s, teraflops_per_s
-from profiler.report.measured import MEASUREMENT_FILES
+from profiler.site import generate as generate_module
+from profiler.site.collect import BATCH, SIZES, ReportData, collect
+from profiler.site.figures import FIGURES
+from profiler.site.generate import generate, render
+from profiler.site.markdown import mib, ms, per_second, ratio, terabytes_per_s, teraflops_per_s
+from profiler.site.measured import MEASUREMENT_FILES
 from profiler.util.units import human_bytes
 
 ROOT = Path(__file__).resolve().parents[1]

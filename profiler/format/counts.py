@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from profiler.counting import Counts, LayerStats, ModelStats
-from profiler.report.output import render_table, to_csv, to_json
+from profiler.format.output import render_table, to_csv, to_json
 from profiler.util.units import binary_unit, decimal_unit, fmt_scaled, human_bytes, human_count, shape_str
 
 CONVENTION = ("1 MAC = one multiply-accumulate of a convolution, linear layer or matrix product; FLOPs = 2 × MACs; "

@@ -13,8 +13,8 @@ from profiler.memory.records import MemoryResult
 from profiler.memory.runner import predict_config
 from profiler.models import ZOO, build, resolve, smallest_input_size
 from profiler.models.zoo import CHAPTER7
-from profiler.report.measured import DATA_DIR, Measurements, load_measurements
 from profiler.runner import count_configs
+from profiler.site.measured import DATA_DIR, Measurements, load_measurements
 
 #: Input sizes every report compares (d2l trains chapter 7 at 224; exercise 7.2.3 asks for 96).
 SIZES = (96, 224)

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from profiler.counting import LayerStats, ModelStats
 from profiler.memory.records import MemoryResult
 from profiler.models.zoo import CHAPTER7
-from profiler.report.collect import ALEXNET_BATCHES, BATCH, DENSENET_SMALL_SIZE, SIZES, ReportData
-from profiler.report.markdown import (
+from profiler.site.collect import ALEXNET_BATCHES, BATCH, DENSENET_SMALL_SIZE, SIZES, ReportData
+from profiler.site.markdown import (
     H200_DATASHEET,
     PREDICTED_FOR,
     RIDGE_FLOP_PER_BYTE,

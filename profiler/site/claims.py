@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from profiler.counting import LayerStats, ModelStats
-from profiler.report.collect import BATCH, DENSENET_SMALL_SIZE, ReportData
-from profiler.report.markdown import (
+from profiler.site.collect import BATCH, DENSENET_SMALL_SIZE, ReportData
+from profiler.site.markdown import (
     PREDICTED_FOR,
     MiB,
     command,

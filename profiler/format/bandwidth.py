@@ -14,9 +14,9 @@ from typing import Any
 
 from profiler.bandwidth.records import CATEGORIES, BandwidthResult, LayerTiming
 from profiler.device.nvml import MetricSummary
+from profiler.format.counts import CONVENTION as COUNT_CONVENTION
+from profiler.format.output import render_table, to_csv, to_json
 from profiler.kinds import OPTIMIZER_ROW, OTHER_ROW
-from profiler.report.counts import CONVENTION as COUNT_CONVENTION
-from profiler.report.output import render_table, to_csv, to_json
 from profiler.util.units import binary_unit, decimal_unit, fmt_scaled, human_bytes, shape_str
 
 CONVENTION = ("FLOPs and bytes are the static counts of the same step (python -m profiler flops); achieved FLOP/s "

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from profiler.format.output import render_table, to_csv, to_json
 from profiler.memory.records import MemoryResult
 from profiler.memory.trace import CATEGORIES
-from profiler.report.output import render_table, to_csv, to_json
 from profiler.util.units import human_bytes, shape_str
 
 TOP_LAYERS = 10

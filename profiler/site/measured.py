@@ -93,7 +93,7 @@ def _reference_set(path: Path, source: str) -> MeasurementSet:
                      for r in doc["runs"])
     except (ValueError, KeyError, TypeError) as err:
         raise ProfilerError(f"{source} is not a measurement file in the reference schema ({err!r}); fix or remove "
-                            "it, or map its schema in profiler/report/measured.py") from None
+                            "it, or map its schema in profiler/site/measured.py") from None
     line = (f"`{source}`: {prov['device']}, torch {prov['torch']}, CUDA {prov['cuda']}, cuDNN {prov['cudnn']}, "
             f"measured {prov['date']}; {prov['notes']}")
     return MeasurementSet(source, prov["device"], line, doc.get("copy_bandwidth_Bps"), runs)

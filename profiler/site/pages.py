@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from profiler.counting import LayerStats
+from profiler.format.counts import CONVENTION, TRAIN_NOTE, format_stats
 from profiler.memory.trace import CATEGORIES
 from profiler.models.zoo import CHAPTER7
-from profiler.report.collect import BATCH, SIZES, ModelData, ReportData, SizeData
-from profiler.report.counts import CONVENTION, TRAIN_NOTE, format_stats
-from profiler.report.figures import FIGURES
-from profiler.report.markdown import (
+from profiler.site.collect import BATCH, SIZES, ModelData, ReportData, SizeData
+from profiler.site.figures import FIGURES
+from profiler.site.markdown import (
     H200_DATASHEET,
     PREDICTED_FOR,
     RIDGE_FLOP_PER_BYTE,
@@ -31,7 +31,7 @@ from profiler.report.markdown import (
     terabytes_per_s,
     teraflops_per_s,
 )
-from profiler.report.measured import MeasuredRun, Measurements
+from profiler.site.measured import MeasuredRun, Measurements
 from profiler.util.units import human_bytes, human_count
 
 TOP_LAYERS = 5

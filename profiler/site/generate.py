@@ -1,7 +1,7 @@
 """``python -m profiler report``: compute everything, render every page and plot in memory, then write.
 
 Nothing touches the output folder until every file's content exists, and each file is replaced by one rename
-(:func:`~profiler.report.output.write_atomic`): a failure while counting, predicting or rendering leaves the previous
+(:func:`~profiler.format.output.write_atomic`): a failure while counting, predicting or rendering leaves the previous
 reports exactly as they were.
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from profiler.errors import ProfilerError
-from profiler.report.claims import claims_page
-from profiler.report.collect import ReportData, collect
-from profiler.report.exercises import exercises_page
-from profiler.report.figures import render_figures
-from profiler.report.pages import comparison_page, index_page, model_page
+from profiler.site.claims import claims_page
+from profiler.site.collect import ReportData, collect
+from profiler.site.exercises import exercises_page
+from profiler.site.figures import render_figures
+from profiler.site.pages import comparison_page, index_page, model_page
 from profiler.util.files import write_atomic
 
 
