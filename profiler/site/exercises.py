@@ -1,21 +1,23 @@
 """``reports/exercises.md``: the chapter-7 exercises that ask about resources, answered with this tool's numbers.
 
-Every answer shows the command that prints its numbers; the questions are quoted from the course notes the project
-started from (``000_8357d8bc530bdd25.txt``, chapter-7 exercise answers, cited by line; not part of this repository).
+Every answer shows the command that prints its numbers. The questions, and the notes' figures an answer refers to,
+are data in :mod:`.content`; each answer here finds its exercise by number.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from profiler.counting import LayerStats, ModelStats
 from profiler.memory.records import MemoryResult
 from profiler.models.zoo import CHAPTER7
 from profiler.site.collect import ALEXNET_BATCHES, BATCH, DENSENET_SMALL_SIZE, SIZES, ReportData
+from profiler.site.content import EXERCISES, NOTES_000, claim
 from profiler.site.markdown import (
     H200_DATASHEET,
     PREDICTED_FOR,
     RIDGE_FLOP_PER_BYTE,
+    anchor,
     command,
     error,
     mib,
@@ -30,7 +32,6 @@ from profiler.site.markdown import (
 )
 from profiler.util.units import human_bytes, human_count
 
-NOTES = "000_8357d8bc530bdd25.txt"
 SMALL, LARGE = SIZES
 PREDICT = "--predict --gpu h200"
 
@@ -45,6 +46,21 @@ def _layer(stats: ModelStats, name: str) -> LayerStats:
 
 def _peak(result: MemoryResult) -> str:
     return human_bytes(result.peak_allocated_bytes)
+
+
+def _claim_link(key: str) -> str:
+    """A link to the claim ``key`` on claims.md."""
+    return f"[claims.md](claims.md#{anchor(claim(key).title)})"
+
+
+def _by_value(figures: Mapping[int, float], unit: str) -> str:
+    """The notes' figures per batch, batches with the same figure together: "3.74 GB at batch 64, 7.93 GB at 128
+    and at 512"."""
+    batches: dict[float, list[int]] = {}
+    for batch, value in figures.items():
+        batches.setdefault(value, []).append(batch)
+    return ", ".join(f"{value:.2f} {unit} at {'batch ' if i == 0 else ''}{' and at '.join(map(str, group))}"
+                     for i, (value, group) in enumerate(batches.items()))
 
 
 def _measured_peak(data: ReportData, name: str, size: int, train: bool) -> str:
@@ -87,8 +103,8 @@ def alexnet_batches(data: ReportData) -> str:
         "shows more again: the CUDA context and the cuDNN/cuBLAS libraries, a few GiB that no batch size changes. "
         f"{agreement}",
         "Accuracy, the other half of the question, needs a training run; this tool does not train. The notes' "
-        "figures for this exercise (3.74 GB at batch 64, 7.93 GB at 128 and at 512) are checked in "
-        "[claims.md](claims.md#alexnet-training-memory-at-224).",
+        f"figures for this exercise ({_by_value(claim('alexnet-memory').figures, 'GB')}) are checked in "
+        f"{_claim_link('alexnet-memory')}.",
     ])
 
 
@@ -126,7 +142,7 @@ def alexnet_parts(data: ReportData) -> str:
         f"largest maps (96×54×54 per image). At batch {BATCH} the activations "
         f"({human_bytes(breakdown['activations'])}) outweigh weights + gradients "
         f"({human_bytes(breakdown['weights'] + breakdown['gradients'])}); at batch 1 the weights dominate. (Both "
-        f"{PREDICTED_FOR}.) The notes' answer (line 360 of {NOTES}) names the first two convolutions and plays "
+        f"{PREDICTED_FOR}.) The notes' answer (line 360 of {NOTES_000}) names the first two convolutions and plays "
         "the fully connected layers down: right for activations, wrong for parameters.",
         f"**Compute.** The convolutions: {human_count(conv_macs)} of {human_count(layers.totals.macs)} MACs per "
         f"image ({share(conv_macs, layers.totals.macs)}); the three fully connected layers do "
@@ -241,6 +257,8 @@ def shrink_input(data: ReportData) -> str:
 def nin_resources(data: ReportData) -> str:
     """7.3.3: NiN's parameters, compute, training and inference memory."""
     model = data.models["nin"]
+    hand = claim("nin-hand-count").figures
+    hand_macs = sum(params * side ** 2 for params, side in zip(hand["params"], hand["maps"], strict=True))
     blocks: dict[str, int] = {}
     for layer in model.sizes[LARGE].layers.layers:
         if layer.params:
@@ -269,8 +287,8 @@ def nin_resources(data: ReportData) -> str:
         + " and ".join(f"{ratio(sd.memory_train.peak_allocated_bytes, sd.memory_inference.peak_allocated_bytes)} "
                        f"(at {size})" for size, sd in model.sizes.items())
         + " the inference peak: every layer's output stays allocated until backward, and gradients join the "
-        "weights. The notes' hand count (2,013,160 parameters, 8.98·10⁸ "
-        "multiply-adds) is checked in [claims.md](claims.md#nin-parameters-and-multiply-adds).",
+        f"weights. The notes' hand count ({sum(hand['params']):,} parameters, {hand_macs / 1e8:.2f}·10⁸ "
+        f"multiply-adds) is checked in {_claim_link('nin-hand-count')}.",
     ])
 
 
@@ -281,6 +299,7 @@ def googlenet_smallest(data: ReportData) -> str:
     smallest = data.smallest_sizes["googlenet"]
     rows = [[name, "-" if size is None else f"{size}×{size}"] for name, size in data.smallest_sizes.items()]
     stats = data.googlenet_smallest
+    notes, (cited,) = claim("googlenet-smallest").figures["size"], claim("googlenet-smallest").cited
     return "\n\n".join([
         f"**{smallest}×{smallest}.** Found by bisection over input sizes with batch-1 forwards on meta tensors "
         "(`profiler.models.smallest_input_size`); the command below runs GoogLeNet on it:",
@@ -289,8 +308,8 @@ def googlenet_smallest(data: ReportData) -> str:
         "1×1, so each weight is used exactly once. Every GoogLeNet convolution and pool is padded so that a "
         "1×1 map stays 1×1 (7×7 stride 2 padding 3; 3×3 stride 2 padding 1), and the head is a global average "
         "pool, so nothing collapses. A 1×1 image is of course useless to classify: the book's 224 (and 96) is "
-        "about what the features can see, not what the layers accept. The notes answer 224×224 (line 1599); "
-        "see [claims.md](claims.md#smallest-googlenet-input). For the other chapter-7 models:",
+        f"about what the features can see, not what the layers accept. The notes answer {notes}×{notes} (line "
+        f"{cited.lines[0]}); see {_claim_link('googlenet-smallest')}. For the other chapter-7 models:",
         table(["model", "smallest input"], rows),
         command(f"python -m profiler flops alexnet --size {data.smallest_sizes['alexnet'] - 1}"),
         "names the layer where the map collapses and the smallest size that works. (The zoo's AlexNet and VGG "
@@ -410,6 +429,7 @@ def densenet_memory(data: ReportData) -> str:
     train_macs = model.sizes[LARGE].train.totals.macs
     top = sorted(base.layers.items(), key=lambda kv: -kv[1])[:3]
     sizes = " ".join(f"--size {s}" for s in (LARGE, SMALL, DENSENET_SMALL_SIZE))
+    notes = claim("densenet-memory").figures
     return "\n\n".join([
         f"**1. Is it true?** Training step, batch {BATCH}, MiB, {PREDICTED_FOR} (measured where committed):",
         table(["input", "peak allocated, predicted", "activations, predicted", "activations' share",
@@ -436,42 +456,36 @@ def densenet_memory(data: ReportData) -> str:
         "network or input, mixed precision and gradient accumulation over smaller batches also cut the peak; "
         "changing the optimizer does not here, since plain SGD keeps no state. The memory-efficient DenseNet of "
         "Pleiss et al. (2017) applies the same recompute idea to its concatenations and batch norms. The notes' "
-        "measurements (4158.4 MB at 224, 318.5 MB at 32) are checked in "
-        "[claims.md](claims.md#densenet-peak-memory).",
+        f"measurements ({', '.join(f'{mib:.1f} MB at {size}' for size, mib in notes.items())}) are checked in "
+        f"{_claim_link('densenet-memory')}.",
     ])
 
 
-#: (exercise, question, line of the question in the notes, answer)
-EXERCISES: tuple[tuple[str, str, int, Callable[[ReportData], str]], ...] = (
-    ("7.1.3", "Change the batch size and observe the model's accuracy and GPU memory.", 248, alexnet_batches),
-    ("7.1.4", "Analyse AlexNet's computational performance: which part takes the most memory, which the most "
-              "compute, and how is memory bandwidth when computing the results?", 351, alexnet_parts),
-    ("7.2.2", "Compared with AlexNet, VGG is much slower and needs more GPU memory. Why?", 573, vgg_vs_alexnet),
-    ("7.2.3", "Change the height and width of the Fashion-MNIST images from 224 to 96. What does it do?", 585,
-     shrink_input),
-    ("7.3.3", "Compute NiN's resource use: parameters, compute, memory in training and in prediction.", 1147,
-     nin_resources),
-    ("7.4.2", "What is the smallest image size GoogLeNet can use?", 1595, googlenet_smallest),
-    ("7.4.3", "Compare the parameter sizes of AlexNet, VGG and NiN with GoogLeNet. How do the latter two "
-              "reduce them so much?", 1603, parameter_savings),
-    ("7.6.2–7.6.3", "Implement the variants of Table 1 of the ResNet paper; implement the bottleneck.", 2089,
-     resnet_variants),
-    ("7.7.2", "One advantage of DenseNet is that it has fewer parameters than ResNet. Why?", 2567, densenet_params),
-    ("7.7.3", "DenseNet is criticised for using too much memory. Is it true (try 224×224)? Is there another way "
-              "to reduce it; does it need a framework change?", 2575, densenet_memory),
-)
+#: The answer to each exercise of :data:`~profiler.site.content.EXERCISES`, by number.
+ANSWERS: dict[str, Callable[[ReportData], str]] = {
+    "7.1.3": alexnet_batches,
+    "7.1.4": alexnet_parts,
+    "7.2.2": vgg_vs_alexnet,
+    "7.2.3": shrink_input,
+    "7.3.3": nin_resources,
+    "7.4.2": googlenet_smallest,
+    "7.4.3": parameter_savings,
+    "7.6.2–7.6.3": resnet_variants,
+    "7.7.2": densenet_params,
+    "7.7.3": densenet_memory,
+}
 
 
 def exercises_page(data: ReportData) -> str:
     """``reports/exercises.md``."""
     lead = "\n\n".join([
         "The chapter-7 exercises of *Dive into Deep Learning* that ask what a network costs, answered with this "
-        f"tool's numbers. Questions are paraphrased from the course notes ({NOTES}, cited by line; not in this "
+        f"tool's numbers. Questions are paraphrased from the course notes ({NOTES_000}, cited by line; not in this "
         "repository). Each answer shows the command that prints its numbers; counted figures need no GPU, "
         f"memory is {PREDICTED_FOR} (the card of the committed reference), measured figures come from:",
         "\n".join(provenance_lines(data.measured)),
         f"Models: the book's definitions, 1 input channel, 10 classes, float32; batch {BATCH} unless stated.",
     ])
-    sections = [f"## {number}\n\n> {question} ({NOTES}, line {line})\n\n{answer(data)}"
-                for number, question, line, answer in EXERCISES]
+    sections = [f"## {e.number}\n\n> {e.question} ({NOTES_000}, line {e.line})\n\n{ANSWERS[e.number](data)}"
+                for e in EXERCISES]
     return page("Chapter 7 exercises about resources, answered with numbers", lead, sections)

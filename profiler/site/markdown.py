@@ -39,6 +39,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: Sequence
     return render_table(headers, rows, "markdown", colalign=align or ("left",) + ("right",) * (len(headers) - 1))
 
 
+def anchor(title: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    kept = "".join(c for c in title.lower() if c.isalnum() or c in " -")
+    return kept.replace(" ", "-")
+
+
 def command(text: str) -> str:
     """A shell command as a markdown block, so a reader can copy it."""
     return f"```\n{text}\n```"
