@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from profiler.gpus import gpu_spec
 from profiler.site.claims import CHECKS
 from profiler.site.content import CLAIMS, EXERCISES, NOTES_000, Citation, claim
 from profiler.site.exercises import ANSWERS
-from profiler.site.markdown import anchor
+from profiler.site.markdown import FP32_RIDGE_FLOP_PER_BYTE, ROOFS, anchor, teraflops_per_s
+from profiler.site.measured import MeasuredRun
 
 
 def test_every_exercise_has_one_answer_and_every_answer_an_exercise():
@@ -40,3 +42,18 @@ def test_the_nin_hand_count_adds_up_to_what_the_notes_print():
     hand = claim("nin-hand-count").figures
     assert sum(hand["params"]) == 2_013_160
     assert sum(p * m ** 2 for p, m in zip(hand["params"], hand["maps"], strict=True)) == 898_208_840
+
+
+def test_the_ridge_point_and_its_roofs_come_from_the_gpu_catalogue():
+    h200 = gpu_spec("h200")
+    assert FP32_RIDGE_FLOP_PER_BYTE == 67e12 / 4.8e12            # the H200 datasheet: 67 TFLOP/s FP32, 4.8 TB/s
+    assert ROOFS == f"{h200.sources['fp32_flops_per_s']}: 4.8 TB/s DRAM, 67 TFLOP/s FP32 without tensor cores"
+
+
+def test_derived_rates_are_counted_work_over_the_measured_step_time():
+    run = MeasuredRun(model="alexnet", size=224, batch=128, train=False, params=1, baseline_bytes=0,
+                      peak_allocated_bytes=0, peak_reserved_bytes=0, ms_per_step=2.5, nvml_used_bytes=None,
+                      source="reports/data/x.json")
+    assert run.examples_per_s == 128 / 0.0025 == 51_200
+    assert run.achieved_per_s(240e9) == 96e12
+    assert teraflops_per_s(run.achieved_per_s(240e9)) == "96.0" and teraflops_per_s(None) == "-"

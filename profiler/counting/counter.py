@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import types
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -115,7 +115,8 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...], name: str = "", 
     return ModelStats(model=name or type(model).__name__, input_shape=tuple(input_shape),
                       mode="train" if train else "inference", params=params, layers=layers,
                       uncounted_ops=dict(sorted(mode.uncounted.items())),
-                      phases=mode.phases if train else {}, dtype=str(dtype).removeprefix("torch."))
+                      phases=mode.phases if train else {}, dtype=str(dtype).removeprefix("torch."),
+                      param_bytes=_storage_bytes(model.parameters()))
 
 
 def _rows(modules: dict[str, nn.Module], scopes: ModuleScopes, mode: _CostMode, depth: int | None) -> list[LayerStats]:
@@ -139,4 +140,10 @@ def _rows(modules: dict[str, nn.Module], scopes: ModuleScopes, mode: _CostMode, 
         row.add(mode.rows.get(name, Counts()))
         if module is not None:
             row.params += sum(p.numel() for p in module.parameters(recurse=False))
+            row.param_bytes += _storage_bytes(module.parameters(recurse=False))
     return list(rows.values())
+
+
+def _storage_bytes(params: Iterable[nn.Parameter]) -> int:
+    """Bytes the parameters occupy: elements × element size of each (their dtype, as counted)."""
+    return sum(p.numel() * p.element_size() for p in params)

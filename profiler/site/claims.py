@@ -19,6 +19,7 @@ from profiler.site.markdown import (
     anchor,
     command,
     error,
+    gigabytes,
     mib,
     page,
     provenance_lines,
@@ -82,16 +83,17 @@ def fc_gigabyte(claim: Claim, data: ReportData) -> Check:
                          ("the paper's AlexNet (`torchvision:alexnet`, 3 channels, 1000 classes)", paper)):
         big = _fc(stats)[:2]
         params = sum(layer.params for layer in big)
-        fractions.append(f"{params * 4 / 1e9:.2f}")
+        nbytes = sum(layer.param_bytes for layer in big)
+        fractions.append(gigabytes(nbytes))
         rows.append([label, " + ".join(f"{layer.params:,}" for layer in big), f"{params:,}",
-                     f"{params * 4 / 1e9:.3f} GB ({human_bytes(params * 4)})"])
+                     f"{gigabytes(nbytes, 3)} GB ({human_bytes(nbytes)})"])
     return Check(FAILS, "\n\n".join([
         table(["model", "the two 4096-wide layers' params", "together", "float32 bytes"], rows,
               ("left", "right", "right", "right")),
         command("python -m profiler params alexnet --size 224\npython -m profiler params torchvision:alexnet"),
         f"Nowhere near {claim.figures['gigabytes']} GB: {fractions[0]} GB in the book's model, {fractions[1]} GB "
         "in the paper's (whose first fully connected layer sees 256×6×6 = 9,216 inputs). Even the whole networks' "
-        f"weights are {zoo.params * 4 / 1e9:.2f} GB and {paper.params * 4 / 1e9:.2f} GB in float32.",
+        f"weights are {gigabytes(zoo.param_bytes)} GB and {gigabytes(paper.param_bytes)} GB in float32.",
     ]))
 
 
@@ -116,10 +118,10 @@ def channels_tenfold(claim: Claim, data: ReportData) -> Check:
 def alexnet_memory(claim: Claim, data: ReportData) -> Check:
     claimed = claim.figures
     rows = []
-    for batch, gigabytes in claimed.items():
+    for batch, claimed_gb in claimed.items():
         result = data.alexnet_batches[batch]
         run = data.measured.run("alexnet", 224, True, batch)
-        rows.append([batch, f"{gigabytes:.2f} GB", mib(result.peak_allocated_bytes), mib(result.peak_reserved_bytes),
+        rows.append([batch, f"{claimed_gb:.2f} GB", mib(result.peak_allocated_bytes), mib(result.peak_reserved_bytes),
                      mib(run.peak_allocated_bytes if run else None), mib(run.peak_reserved_bytes if run else None),
                      mib(run.nvml_used_bytes if run else None)])
     low, high = data.alexnet_batches[128], data.alexnet_batches[512]

@@ -14,9 +14,9 @@ from profiler.models.zoo import CHAPTER7
 from profiler.site.collect import ALEXNET_BATCHES, BATCH, DENSENET_SMALL_SIZE, SIZES, ReportData
 from profiler.site.content import EXERCISES, NOTES_000, claim
 from profiler.site.markdown import (
-    H200_DATASHEET,
+    FP32_RIDGE_FLOP_PER_BYTE,
     PREDICTED_FOR,
-    RIDGE_FLOP_PER_BYTE,
+    ROOFS,
     anchor,
     command,
     error,
@@ -114,6 +114,7 @@ def alexnet_parts(data: ReportData) -> str:
     layers, batched = sd.layers, sd.inference
     fc = _linear(layers)
     fc_params = sum(layer.params for layer in fc)
+    fc_param_bytes = sum(layer.param_bytes for layer in fc)
     conv_macs = sum(layer.macs for layer in layers.layers if layer.type == "Conv2d")
     conv_intensity = [layer.intensity for layer in layers.layers if layer.type == "Conv2d"]
     activations = sd.memory_train.layers
@@ -127,15 +128,15 @@ def alexnet_parts(data: ReportData) -> str:
     measured = ""
     if run:
         measured = (f" Measured on the H200 at batch {BATCH}, inference takes {ms(run.ms_per_step)} ms. Dividing "
-                    f"the counted work by it (derived): {teraflops_per_s(batched.totals.flops, run.ms_per_step)} "
-                    f"TFLOP/s but only {terabytes_per_s(batched.totals.bytes, run.ms_per_step)} TB/s — more "
+                    f"the counted work by it (derived): {teraflops_per_s(run.achieved_per_s(batched.totals.flops))} "
+                    f"TFLOP/s but only {terabytes_per_s(run.achieved_per_s(batched.totals.bytes))} TB/s — more "
                     "arithmetic than the FP32 datasheet peak (cuDNN runs convolutions on TF32 tensor cores), far "
                     "less traffic than the card can move: at this batch AlexNet is limited by compute, not "
                     "bandwidth.")
     return "\n\n".join([
         "**Memory.** It depends on what is counted. *Parameters*: the fully connected layers "
         f"({', '.join(layer.name for layer in fc)}) hold {fc_params:,} of {layers.params:,} parameters "
-        f"({share(fc_params, layers.params)}), {human_bytes(fc_params * 4)} in float32 — and as much again in "
+        f"({share(fc_params, layers.params)}), {human_bytes(fc_param_bytes)} in float32 — and as much again in "
         "gradients while training. *Activations*: the first convolution, its ReLU and pool (layers 0–2) leave "
         f"{human_bytes(first_block)} allocated for backward at batch {BATCH}, "
         f"{share(first_block, sum(activations.values()))} of all activation memory, because they work on the "
@@ -150,8 +151,8 @@ def alexnet_parts(data: ReportData) -> str:
         "layers are the compute bottleneck — does not hold: they hold the parameters, not the work. (Line 368 "
         "leaves the bandwidth question open.)",
         f"**Bandwidth.** A fully connected layer reads each 4-byte weight to do one multiply-add (2 FLOPs) per "
-        f"image: about 0.5 FLOP/B at batch 1, far below the {RIDGE_FLOP_PER_BYTE:.1f} FLOP/B where the H200's "
-        f"datasheet roofs meet ({H200_DATASHEET}) — memory-bound. At batch 1 the two big ones move the most "
+        f"image: about 0.5 FLOP/B at batch 1, far below the {FP32_RIDGE_FLOP_PER_BYTE:.1f} FLOP/B where the H200's "
+        f"datasheet roofs meet ({ROOFS}) — memory-bound. At batch 1 the two big ones move the most "
         f"bytes of any layer ({', '.join(f'{layer.name}: {human_bytes(layer.bytes)}' for layer in by_bytes)}). "
         f"At batch {BATCH} each weight read serves {BATCH} images and their intensity rises about a hundredfold. "
         "The convolutions re-use every weight at every output position: "
@@ -185,6 +186,7 @@ def vgg_vs_alexnet(data: ReportData) -> str:
     first = "×".join(map(str, vgg.layers.layers[0].output_shape[1:]))
     biggest_act = max(vgg.memory_train.layers.items(), key=lambda kv: kv[1])
     fc1 = _linear(vgg.layers)[0]
+    fc1_inputs = vgg.layers.layers[vgg.layers.layers.index(fc1) - 1].output_shape[1]  # the flattened map
     times = [data.measured.run(n, LARGE, True, BATCH) for n in ("vgg", "alexnet")]
     time_ratio = ratio(times[0].ms_per_step, times[1].ms_per_step) if all(times) else "-"
     return "\n\n".join([
@@ -203,7 +205,7 @@ def vgg_vs_alexnet(data: ReportData) -> str:
         "the GPU busier.",
         f"**Memory.** Activations: layer {biggest_act[0]} (the first convolution) leaves "
         f"{human_bytes(biggest_act[1])} allocated at batch {BATCH}, more than AlexNet's whole activation memory. "
-        f"Parameters: VGG's first fully connected layer sees {fc1.params // 4096 - 1:,} inputs "
+        f"Parameters: VGG's first fully connected layer sees {fc1_inputs:,} inputs "
         f"(512×7×7) and holds {fc1.params:,} parameters, {share(fc1.params, vgg.layers.params)} of the model.",
         "The notes' answer (lines 577–579) speaks of 16–19 convolution layers (the book's VGG-11 has 8) and of "
         "a 7×7 AlexNet kernel (it is 11×11). It also says smaller kernels need more parameters per kernel; that does "
@@ -324,30 +326,30 @@ def parameter_savings(data: ReportData) -> str:
     for name in ("alexnet", "vgg", "nin", "googlenet"):
         stats = data.models[name].sizes[LARGE].layers
         fc = sum(layer.params for layer in _linear(stats))
-        rows.append([name, f"{stats.params:,}", human_bytes(stats.params * 4), f"{fc:,}", share(fc, stats.params),
+        rows.append([name, f"{stats.params:,}", human_bytes(stats.param_bytes), f"{fc:,}", share(fc, stats.params),
                      f"{data.pointwise_params[name]:,}", share(data.pointwise_params[name], stats.params)])
     google = data.models["googlenet"].sizes[LARGE].layers
     last_map = _layer(google, "b5.1").output_shape
-    flat = last_map[1] * last_map[2] * last_map[3]
     reduce, conv = _layer(google, "b3.0.p2_1"), _layer(google, "b3.0.p2_2")
     in_channels, out_channels = _layer(google, "b2.4").output_shape[1], conv.output_shape[1]
-    direct = 9 * in_channels * out_channels + out_channels
+    head, direct = data.googlenet_avoided["flattened head"], data.googlenet_avoided["direct 3×3"]
+    width = head.output_shape[1]
     return "\n\n".join([
         table(["model", "params", "float32", "in fully connected layers", "share", "in 1×1 convolutions",
                "share"], rows),
         f"At {LARGE}×{LARGE}, 1 input channel, 10 classes.",
         command(f"python -m profiler params alexnet vgg nin googlenet --size {LARGE}"),
         "**Where the savings come from.** (1) *No big fully connected layers.* AlexNet and VGG flatten their "
-        "last feature map into a 4096-wide layer, and that is where more than 90 % of their parameters are. NiN "
-        "ends with a convolution to 10 channels and a global average pool (no fully connected layer at all); "
+        f"last feature map into a {width}-wide layer, and that is where more than 90 % of their parameters are. "
+        "NiN ends with a convolution to 10 channels and a global average pool (no fully connected layer at all); "
         f"GoogLeNet averages its {'×'.join(map(str, last_map[1:]))} map to {last_map[1]} values before one "
-        f"{_linear(google)[-1].params:,}-parameter classifier. Flattening that map into a 4096-wide layer as "
-        f"AlexNet does would cost {flat * 4096 + 4096:,} parameters on its own — "
-        f"{ratio(flat * 4096 + 4096, google.params)} all of GoogLeNet. (2) *1×1 convolutions that reduce "
+        f"{_linear(google)[-1].params:,}-parameter classifier. Flattening that map into a {width}-wide layer "
+        f"as AlexNet does would cost {head.params:,} parameters on its own — "
+        f"{ratio(head.params, google.params)} all of GoogLeNet. (2) *1×1 convolutions that reduce "
         "channels before the expensive kernels.* In the first Inception block, the 3×3 path first maps "
         f"{in_channels} channels to {reduce.output_shape[1]} with a 1×1 convolution ({reduce.params:,} params) "
         f"and then applies the 3×3 ({conv.params:,}): {reduce.params + conv.params:,} parameters, against "
-        f"{direct:,} for a 3×3 straight from {in_channels} to {out_channels} channels. The notes' answer (lines "
+        f"{direct.params:,} for a 3×3 straight from {in_channels} to {out_channels} channels. The notes' answer (lines "
         "1607–1611) names the right mechanisms for NiN; for GoogLeNet it credits the parallel paths, but "
         "running paths in parallel saves nothing by itself — the 1×1 reductions and the pooled head do.",
     ])

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from profiler.format.output import render_table
-from profiler.gpus import gpu_spec
+from profiler.gpus import GpuSpec, Precision, gpu_spec
 from profiler.memory.calibration import calibration
 from profiler.site.collect import BATCH, GPU
 from profiler.site.measured import Measurements
@@ -17,12 +17,19 @@ PREDICTED_FOR = f"predicted for {gpu_spec(GPU).name}"
 MiB = 1 << 20
 GiB = 1 << 30
 
-#: Datasheet roofs, for scale only (nothing here is measured): NVIDIA H200 SXM, HBM3e bandwidth and FP32 (non
-#: tensor core) peak. The ridge point is where a roofline bends: below it a kernel is limited by memory bandwidth.
-H200_DATASHEET = "NVIDIA H200 SXM datasheet: 4.8 TB/s HBM3e, 67 TFLOP/s FP32 without tensor cores"
-H200_DATASHEET_BYTES_PER_S = 4.8e12
-H200_DATASHEET_FP32_FLOPS = 67e12
-RIDGE_FLOP_PER_BYTE = H200_DATASHEET_FP32_FLOPS / H200_DATASHEET_BYTES_PER_S
+
+def datasheet_roofs(spec: GpuSpec) -> str:
+    """The two datasheet roofs that make ``spec``'s FP32 ridge point, with their source (for scale only: nothing
+    in it is measured)."""
+    sources = dict.fromkeys(spec.sources[key] for key in ("bandwidth_bytes_per_s", "fp32_flops_per_s"))
+    return (f"{'; '.join(sources)}: {spec.bandwidth_bytes_per_s / 1e12:g} TB/s DRAM, "
+            f"{spec.fp32_flops_per_s / 1e12:g} TFLOP/s FP32 without tensor cores")
+
+
+#: The roofs the pages compare counted intensities with: the datasheet of the GPU the predictions are for
+#: (:data:`~profiler.site.collect.GPU`), from the catalogue. Below the ridge point a kernel is memory-bound.
+ROOFS = datasheet_roofs(gpu_spec(GPU))
+FP32_RIDGE_FLOP_PER_BYTE = gpu_spec(GPU).ridge(Precision.FP32)
 
 
 def page(title: str, lead: str, sections: Sequence[str]) -> str:
@@ -60,6 +67,11 @@ def gib(nbytes: float) -> str:
     return f"{nbytes / GiB:,.2f}"
 
 
+def gigabytes(nbytes: float, digits: int = 2) -> str:
+    """Bytes in decimal GB (10⁹ B, as the notes quote memory), two decimals unless ``digits`` says."""
+    return f"{nbytes / 1e9:.{digits}f}"
+
+
 def giga(count: float) -> str:
     """A count in units of 10⁹ with two decimals (G MACs, GFLOPs)."""
     return f"{count / 1e9:,.2f}"
@@ -94,14 +106,14 @@ def per_second(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
-def terabytes_per_s(nbytes: float, milliseconds: float | None) -> str:
-    """Bytes over milliseconds as TB/s (10¹² B/s, the unit of GPU datasheets), two decimals."""
-    return "-" if milliseconds is None else f"{nbytes / (milliseconds / 1000) / 1e12:,.2f}"
+def terabytes_per_s(bytes_per_s: float | None) -> str:
+    """A bandwidth as TB/s (10¹² B/s, the unit of GPU datasheets), two decimals ("-" for none)."""
+    return "-" if bytes_per_s is None else f"{bytes_per_s / 1e12:,.2f}"
 
 
-def teraflops_per_s(flops: float, milliseconds: float | None) -> str:
-    """FLOPs over milliseconds as TFLOP/s (10¹² FLOP/s), one decimal."""
-    return "-" if milliseconds is None else f"{flops / (milliseconds / 1000) / 1e12:,.1f}"
+def teraflops_per_s(flops_per_s: float | None) -> str:
+    """A compute rate as TFLOP/s (10¹² FLOP/s), one decimal ("-" for none)."""
+    return "-" if flops_per_s is None else f"{flops_per_s / 1e12:,.1f}"
 
 
 def provenance_lines(measured: Measurements) -> list[str]:
