@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from profiler.errors import EXIT_USAGE, ProfilerError
 from profiler.format.output import FORMATS, emit
 from profiler.models import MAX_SIZE
-from profiler.util.files import check_writable
+from profiler.util.files import check_writable, check_writable_folder
 
 PROG = "python -m profiler"
 
@@ -181,6 +181,7 @@ def _cmd_bandwidth(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    check_writable_folder(args.out)  # fail before even importing the generator and what it pulls in
     from profiler.site.generate import generate
 
     for path in generate(Path(args.out)):

@@ -334,7 +334,7 @@ def index_page(data: ReportData) -> str:
         "line is quoted beside it.",
         "## Determinism\n\nThe same code and the same `data/` give byte-identical markdown: fixed precision, fixed "
         "order (chapter order, then the zoo's), no timestamps but the measurement dates copied from the JSON. "
-        "Files are written only after everything is computed, each through a temporary file and a rename, so a "
-        "failure leaves the previous reports as they were.",
+        "Files are written only after everything is computed, as one set: staged in a temporary folder, then "
+        "renamed into place together, so a failure or an interruption leaves the previous reports as they were.",
     ]
     return page("Reports", lead, sections)
