@@ -58,11 +58,10 @@ def _add_model_args(parser: argparse.ArgumentParser, batch_default: int) -> None
 
 
 def _conventions_epilog() -> str:
-    from profiler.counting import OTHER_OPS_CONVENTIONS
-    from profiler.format.counts import CONVENTION
+    from profiler.counting import conventions, other_ops_conventions
 
-    rules = "\n".join(f"  - {rule}" for rule in sorted(OTHER_OPS_CONVENTIONS))
-    return f"conventions: {CONVENTION}.\n\nother-ops rules:\n{rules}"
+    rules = "\n".join(f"  - {rule}" for rule in other_ops_conventions())
+    return f"conventions: {conventions()}.\n\nother-ops rules:\n{rules}"
 
 
 def build_parser() -> argparse.ArgumentParser:

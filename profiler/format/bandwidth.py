@@ -13,9 +13,9 @@ from dataclasses import asdict
 from typing import Any
 
 from profiler.bandwidth.records import CATEGORIES, BandwidthResult, LayerTiming
+from profiler.counting import conventions
 from profiler.device import DeviceKind
 from profiler.device.nvml import MetricSummary
-from profiler.format.counts import CONVENTION as COUNT_CONVENTION
 from profiler.format.output import render_table, to_csv, to_json
 from profiler.kinds import OPTIMIZER_ROW, OTHER_ROW, Mode
 from profiler.util.units import binary_unit, decimal_unit, fmt_scaled, human_bytes, shape_str
@@ -226,7 +226,7 @@ def bandwidth_json(result: BandwidthResult) -> dict[str, Any]:
     obj = asdict(result)
     obj["input_shape"] = list(result.input_shape)
     head = {"measured_on": headline(result).split(" · ")[0], "convention": CONVENTION,
-            "count_convention": COUNT_CONVENTION}
+            "count_convention": conventions()}
     return _significant({**head, **obj})
 
 

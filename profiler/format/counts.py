@@ -6,15 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from profiler.counting import Counts, LayerStats, ModelStats
+from profiler.counting import Counts, LayerStats, ModelStats, conventions
 from profiler.format.output import render_table, to_csv, to_json
 from profiler.kinds import Mode, RowKind
 from profiler.util.units import binary_unit, decimal_unit, fmt_scaled, human_bytes, human_count, shape_str
-
-CONVENTION = ("1 MAC = one multiply-accumulate of a convolution, linear layer or matrix product; FLOPs = 2 × MACs; "
-              "other ops = elementwise, normalization and pooling work, reported separately (per-op rules: "
-              "python -m profiler flops --help); bytes = every tensor an op reads plus every tensor it writes, "
-              "at its dtype (views move nothing)")
 
 TRAIN_NOTE = ("training step = forward + cross-entropy loss + backward (weight and input gradients); "
               "the optimizer update is not counted")
@@ -77,7 +72,7 @@ def _footer(stats: ModelStats, what: str) -> list[str]:
             lines.append(f"{TRAIN_NOTE}; {split}")
         uncounted = ", ".join(f"{op} ×{n}" for op, n in stats.uncounted_ops.items()) or "none"
         lines.append(f"uncounted ops (no MAC/other-ops rule; their bytes are counted): {uncounted}")
-        lines.append(f"convention: {CONVENTION}")
+        lines.append(f"convention: {conventions()}")
     else:
         lines.append(f"total: {stats.params:,} parameters, {human_bytes(stats.param_bytes)} as {stats.dtype}")
     return lines
@@ -131,7 +126,7 @@ def stats_json(stats: ModelStats, what: str = "flops") -> dict[str, Any]:
                           "output_shape": _shape(layer.output_shape), "params": layer.params}
                          for layer in stats.layers]
         return obj
-    obj["convention"] = CONVENTION
+    obj["convention"] = conventions()
     obj["totals"] = {"params": stats.params, "macs": totals.macs, "flops": totals.flops,
                      "other_ops": totals.other_ops, "bytes": totals.bytes}
     if stats.phases:

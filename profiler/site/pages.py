@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from profiler.counting import LayerStats
-from profiler.format.counts import CONVENTION, TRAIN_NOTE, format_stats
+from profiler.counting import LayerStats, conventions
+from profiler.format.counts import TRAIN_NOTE, format_stats
 from profiler.memory.trace import CATEGORIES
 from profiler.models.zoo import CHAPTER7
 from profiler.site.collect import BATCH, SIZES, ModelData, ReportData, SizeData
@@ -47,7 +47,7 @@ def _measured(measured: Measurements, name: str, size: int, train: bool) -> Meas
 
 def _sources(data: ReportData) -> str:
     lines = [
-        f"- counted: static analysis on meta tensors, exact for the model as written, no GPU. {CONVENTION}. "
+        f"- counted: static analysis on meta tensors, exact for the model as written, no GPU. {conventions()}. "
         f"{TRAIN_NOTE[0].upper()}{TRAIN_NOTE[1:]}.",
         f"- {prediction_line()}.",
         *provenance_lines(data.measured),
