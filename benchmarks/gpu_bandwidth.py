@@ -73,10 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     from profiler.bandwidth.runner import profile_config
     from profiler.device import provenance as device_provenance
+    from profiler.format.bandwidth import bandwidth_json
+    from profiler.format.plots import roofline_plot
     from profiler.gpus import datasheet_for
     from profiler.models import resolve
-    from profiler.report.bandwidth import bandwidth_json
-    from profiler.report.plots import roofline_plot
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ REPEATS = 3
 
 
 def run() -> Section:
-    from profiler.report.generate import generate
+    from profiler.site.generate import generate
 
     with tempfile.TemporaryDirectory() as tmp:
         timing = interleaved({"report": lambda: generate(Path(tmp) / "reports")}, REPEATS)["report"]

@@ -8,10 +8,10 @@ import sys
 from collections.abc import Callable, Sequence
 
 from profiler.errors import EXIT_USAGE, ProfilerError
+from profiler.format.output import FORMATS, emit
 from profiler.models import MAX_SIZE
-from profiler.report.output import FORMATS, emit
 from profiler.step import DTYPES
-from profiler.util.files import check_writable
+from profiler.util.files import check_writable, check_writable_folder
 
 PROG = "python -m profiler"
 
@@ -60,11 +60,10 @@ def _add_model_args(parser: argparse.ArgumentParser, batch_default: int) -> None
 
 
 def _conventions_epilog() -> str:
-    from profiler.counting import OTHER_OPS_CONVENTIONS
-    from profiler.report.counts import CONVENTION
+    from profiler.counting import conventions, other_ops_conventions
 
-    rules = "\n".join(f"  - {rule}" for rule in sorted(OTHER_OPS_CONVENTIONS))
-    return f"conventions: {CONVENTION}.\n\nother-ops rules:\n{rules}"
+    rules = "\n".join(f"  - {rule}" for rule in other_ops_conventions())
+    return f"conventions: {conventions()}.\n\nother-ops rules:\n{rules}"
 
 
 def _version() -> str:
@@ -156,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from profiler.report.zoo import format_zoo
+    from profiler.format.zoo import format_zoo
     from profiler.runner import zoo_listing
 
     emit(format_zoo(zoo_listing(), args.format), args.output)
@@ -164,7 +163,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_count(args: argparse.Namespace) -> int:
-    from profiler.report.counts import format_stats
+    from profiler.format.counts import format_stats
     from profiler.runner import count_configs
 
     results = count_configs(args.models, args.size, batch=args.batch, channels=args.channels, classes=args.classes,
@@ -174,8 +173,8 @@ def _cmd_count(args: argparse.Namespace) -> int:
 
 
 def _cmd_memory(args: argparse.Namespace) -> int:
+    from profiler.format.memory import format_memory
     from profiler.memory.runner import run_memory
-    from profiler.report.memory import format_memory
 
     results = run_memory(args)
     emit(format_memory(results, args.format), args.output)
@@ -184,7 +183,7 @@ def _cmd_memory(args: argparse.Namespace) -> int:
 
 def _cmd_bandwidth(args: argparse.Namespace) -> int:
     from profiler.bandwidth.runner import run_bandwidth
-    from profiler.report.bandwidth import format_bandwidth
+    from profiler.format.bandwidth import format_bandwidth
 
     if args.plot:
         check_writable(args.plot, "--plot")
@@ -192,7 +191,7 @@ def _cmd_bandwidth(args: argparse.Namespace) -> int:
                             train=args.train, steps=args.steps, warmup=args.warmup, device=args.device)
     emit(format_bandwidth(results, args.format), args.output)
     if args.plot:
-        from profiler.report.plots import roofline_plot
+        from profiler.format.plots import roofline_plot
 
         roofline_plot(results, args.plot)
     return 0
@@ -201,7 +200,8 @@ def _cmd_bandwidth(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from profiler.report.generate import generate
+    check_writable_folder(args.out)  # fail before even importing the generator and what it pulls in
+    from profiler.site.generate import generate
 
     for path in generate(Path(args.out)):
         sys.stdout.write(f"wrote {path}\n")

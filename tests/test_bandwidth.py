@@ -50,11 +50,11 @@ from profiler.counting import count_model
 from profiler.device import nvml as nvml_module
 from profiler.device.nvml import MetricSummary, NvmlSampler, NvmlSummary
 from profiler.errors import ProfilerError
+from profiler.format.bandwidth import format_bandwidth
+from profiler.format.plots import roofline_plot
 from profiler.gpus import datasheet_for
 from profiler.kinds import OPTIMIZER_ROW, OTHER_ROW
 from profiler.models import build, resolve
-from profiler.report.bandwidth import format_bandwidth
-from profiler.report.plots import roofline_plot
 from profiler.scopes import named_modules
 
 ROOT = Path(__file__).resolve().parents[1]

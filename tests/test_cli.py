@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from profiler.counting import OTHER_OPS_CONVENTIONS
+from profiler.counting import CONVENTIONS, OTHER_OPS_CONVENTIONS, conventions, other_ops_conventions
 from profiler.models import ZOO
 from profiler.util.units import human_count
 
@@ -170,8 +170,29 @@ def test_flops_help_lists_the_conventions(cli):
     out = ok(cli, "help")
     assert "FLOPs = 2 × MACs" in out
     flat = " ".join(out.split())
+    assert f"conventions: {conventions()}." in flat
     for rule in OTHER_OPS_CONVENTIONS:
         assert " ".join(rule.split()) in flat
+
+
+def test_the_conventions_are_generated_from_the_rules_module():
+    text = conventions()
+    assert text.startswith("MAC: one multiply-accumulate of a convolution, linear layer, matrix, matrix-vector or dot "
+                           "product, or one term of a triple product (nn.Bilinear);")
+    assert all(f"{name}: " in text for name in CONVENTIONS)
+    assert text.count(". ") == len(CONVENTIONS) - 1 and not text.endswith(".")
+    assert other_ops_conventions() == sorted(OTHER_OPS_CONVENTIONS) and len(OTHER_OPS_CONVENTIONS) >= 16
+
+
+def test_the_readme_quotes_every_convention_and_every_other_ops_rule():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Conventions\n"):]
+    section = " ".join(section[:section.index("\n## ", 1)].split())
+    missing = [f"**{name}** — {statement}." for name, statement in CONVENTIONS.items()
+               if f"**{name}** — {' '.join(statement.split())}." not in section]
+    missing += [f"- {rule}" for rule in other_ops_conventions() if f"- {' '.join(rule.split())}" not in section]
+    assert not missing, "README.md's Conventions section lacks (paste these, from profiler/counting/rules.py):\n" + \
+        "\n".join(missing)
 
 
 def test_output_writes_the_file_and_nothing_to_stdout(cli):
@@ -179,6 +200,7 @@ def test_output_writes_the_file_and_nothing_to_stdout(cli):
     obj = json.loads((cli.work / "nin.json").read_text())
     assert list(obj) == ["model", "input_shape", "mode", "dtype", "convention", "totals", "layers", "uncounted_ops",
                          "notes"]
+    assert obj["convention"] == conventions()
     assert obj["totals"] == {"params": 1_992_166, "macs": 762_297_352, "flops": 2 * 762_297_352,
                              "other_ops": 4_053_718, "bytes": 34_360_992}
     assert set(obj["layers"][0]) == {"name", "type", "kind", "output_shape", "params", "macs", "flops", "other_ops",

@@ -17,11 +17,11 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from profiler.counting import LayerStats, ModelStats, count_model, op_cost
+from profiler.counting import LayerStats, ModelStats, count_layer, count_model, op_cost
 from profiler.counting.rules import tensor_bytes
+from profiler.format.counts import format_stats, stats_json
 from profiler.kinds import UNUSED_ROW
 from profiler.models import ZOO, build, resolve
-from profiler.report.counts import format_stats, stats_json
 
 FP32 = 4
 INT64 = 8
@@ -124,6 +124,29 @@ def test_batchnorm_row_is_2_per_element_in_eval_and_4_in_training(zoo_counts):
     # Training step: forward with batch statistics (4/element) + the num_batches_tracked += 1 (1 op)
     # + backward (the same as its forward: 4/element).
     assert row(zoo_counts("resnet", 96, train=True), "b1.1").other_ops == 4 * elements + 1 + 4 * elements == 1_179_649
+
+
+def test_param_bytes_are_each_parameters_elements_times_its_element_size(zoo_counts):
+    stats = zoo_counts("alexnet", 224)
+    assert row(stats, "0").param_bytes == (96 * 1 * 11 * 11 + 96) * FP32 == 46_848
+    assert row(stats, "1").param_bytes == 0                       # the ReLU holds none
+    assert stats.param_bytes == stats.params * FP32
+    half = count_model(build(resolve("nin"), 96), (1, 1, 96, 96), dtype=torch.bfloat16)  # its own copy: cast
+    assert half.param_bytes == 1_992_166 * 2 and half.params == 1_992_166
+    footer = format_stats([half], "table", what="params").splitlines()[-1]
+    assert footer == "total: 1,992,166 parameters, 3.8 MiB as bfloat16"  # 3,984,332 B / 2**20 = 3.80
+
+
+def test_a_layer_the_model_does_not_have_is_counted_like_one_it_has():
+    conv = count_layer(nn.Conv2d(192, 128, 3, padding=1, device="meta"), (1, 192, 28, 28))
+    assert conv.params == 3 * 3 * 192 * 128 + 128 == 221_312
+    assert conv.param_bytes == 221_312 * FP32
+    assert conv.macs == 3 * 3 * 192 * 128 * 28 * 28 == 173_408_256
+    assert conv.other_ops == 128 * 28 * 28                        # the bias add
+    assert conv.output_shape == (1, 128, 28, 28)
+    head = count_layer(nn.Linear(1024 * 7 * 7, 4096), (1, 1024 * 7 * 7))   # built on the CPU: moved to meta
+    assert head.params == 50_176 * 4096 + 4096 == 205_524_992
+    assert head.macs == 50_176 * 4096
 
 
 def test_broadcast_dimension_is_read_once_and_views_are_free():

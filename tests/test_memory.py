@@ -7,11 +7,13 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from profiler.device import DeviceKind
 from profiler.gpus import GPUS, parse_bytes
 from profiler.memory.allocator import CachingAllocator, round_size, segment_size
 from profiler.memory.predict import predict, replay
@@ -258,6 +260,24 @@ def test_cpu_measurement_is_labelled_host_memory():
     assert data["source"] == "measured" and data["device"].startswith("CPU") and "host memory" in data["device"]
     # resident weights + input are the floor of the peak
     assert data["peak_allocated_bytes"] > data["baseline_bytes"] > 7_900_000
+
+
+def test_records_say_whether_they_are_about_a_gpu_or_the_cpu():
+    from profiler.memory.measure import measure_cpu
+
+    assert predict_config("nin", 96, 2, gpu="h200").device_kind == DeviceKind.CUDA
+    assert measure_cpu("nin", 96, 2).device_kind == DeviceKind.CPU
+
+
+def test_the_formatter_reads_the_device_kind_not_the_device_name():
+    from profiler.format.memory import format_memory
+
+    cpu = replace(predict_config("nin", 96, 2, gpu="h200"), source="measured", device="Graviton3, host memory",
+                  device_kind=DeviceKind.CPU, nvml_used_bytes=None)
+    text = format_memory([cpu], "table")
+    assert "the CPU allocator caches nothing" in text and "NVML" not in text
+    gpu = replace(cpu, device="CPU-named accelerator", device_kind=DeviceKind.CUDA)
+    assert "torch.cuda.max_memory_reserved" in format_memory([gpu], "table")
 
 
 @pytest.mark.cuda

@@ -11,18 +11,20 @@ import difflib
 import json
 import re
 import shlex
+import signal
 from pathlib import Path
 
 import pytest
 
 from profiler.cli import build_parser, main
 from profiler.errors import ProfilerError
-from profiler.report import generate as generate_module
-from profiler.report.collect import BATCH, SIZES, ReportData, collect
-from profiler.report.figures import FIGURES
-from profiler.report.generate import generate, render
-from profiler.report.markdown import mib, ms, per_second, ratio, terabytes_per_s, teraflops_per_s
-from profiler.report.measured import MEASUREMENT_FILES
+from profiler.site import generate as generate_module
+from profiler.site.collect import BATCH, SIZES, ReportData, collect
+from profiler.site.figures import FIGURES
+from profiler.site.generate import generate, render
+from profiler.site.markdown import mib, ms, per_second, ratio
+from profiler.site.measured import MEASUREMENT_FILES
+from profiler.util import files as files_module
 from profiler.util.units import human_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,12 +131,48 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_a_failing_renderer_leaves_the_previous_reports_untouched(report_data, generated, tmp_path, monkeypatch):
-    out = tmp_path / "reports"
+def _previous_set(generated: Path, out: Path) -> dict[str, bytes]:
+    """``out`` as an earlier run left it: every generated file (changed, so that a new set shows), the committed
+    data and the benchmarks' page; returns its snapshot."""
     for relative, content in _snapshot(generated).items():
         (out / relative).parent.mkdir(parents=True, exist_ok=True)
-        (out / relative).write_bytes(b"previous " + content)
-    before = _snapshot(out)
+        (out / relative).write_bytes(content + b"\nprevious\n")
+    (out / "data").mkdir()
+    (out / "data" / "reference.json").write_text('{"runs": []}\n')
+    (out / "benchmarks.md").write_text("written by the benchmarks\n")
+    return _snapshot(out)
+
+
+def _staging_folders(out: Path) -> list[Path]:
+    return [p for p in out.rglob("*") if p.name.startswith(files_module.STAGING_PREFIX)]
+
+
+def test_an_unwritable_destination_fails_before_any_work(monkeypatch, capsys):
+    if not Path("/proc").is_dir():
+        pytest.skip("needs /proc, a folder nothing can be created in")
+
+    def collect_must_not_run() -> ReportData:
+        raise AssertionError("collect ran although the destination cannot be written")
+
+    monkeypatch.setattr(generate_module, "collect", collect_must_not_run)
+    assert main(["report", "--out", "/proc/x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("profiler: error: cannot write --out /proc/x")
+
+
+def test_a_folder_that_is_not_a_reports_folder_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    mine = tmp_path / "mine"
+    (mine / "models").mkdir(parents=True)
+    (mine / "models" / "notes.md").write_text("my own notes\n")
+    monkeypatch.setattr(generate_module, "collect", lambda: pytest.fail("collect ran"))
+    assert main(["report", "--out", str(mine)]) == 2
+    assert "did not write" in capsys.readouterr().err
+    assert (mine / "models" / "notes.md").read_text() == "my own notes\n"
+
+
+def test_a_failing_renderer_leaves_the_previous_reports_untouched(report_data, generated, tmp_path, monkeypatch):
+    out = tmp_path / "reports"
+    before = _previous_set(generated, out)
 
     def broken(data: ReportData) -> str:
         raise RuntimeError("renderer failed on purpose")
@@ -144,28 +182,100 @@ def test_a_failing_renderer_leaves_the_previous_reports_untouched(report_data, g
     with pytest.raises(RuntimeError, match="on purpose"):
         generate(out)
     assert _snapshot(out) == before
+    assert not _staging_folders(out)
 
 
-def test_a_failing_write_leaves_that_file_whole_and_no_temporary_files(report_data, tmp_path, monkeypatch):
-    from profiler.util import files as output
-
+def test_a_failing_write_leaves_the_previous_set_whole_and_no_staging_folder(report_data, generated, tmp_path,
+                                                                               monkeypatch):
     out = tmp_path / "reports"
-    (out / "models").mkdir(parents=True)
-    (out / "comparison.md").write_text("previous\n")
-    real_replace, calls = output.os.replace, []
+    before = _previous_set(generated, out)
+    real_write, staged = files_module._write_staged, []
 
-    def failing_replace(src: str, dst: str) -> None:
-        calls.append(dst)
-        if str(dst).endswith("comparison.md"):
-            raise OSError("disk full on purpose")
+    def disk_full_halfway(path: Path, data: bytes) -> None:
+        if len(staged) == 5:
+            raise OSError(28, "No space left on device (on purpose)")
+        staged.append(path)
+        real_write(path, data)
+
+    monkeypatch.setattr(generate_module, "collect", lambda: report_data)
+    monkeypatch.setattr(files_module, "_write_staged", disk_full_halfway)
+    with pytest.raises(ProfilerError, match="on purpose"):  # a one-line user error, not a traceback
+        generate(out)
+    assert len(staged) == 5
+    assert _snapshot(out) == before
+    assert not _staging_folders(out)
+
+
+def test_an_interruption_while_staging_leaves_the_previous_set_and_no_staging_folder(report_data, generated,
+                                                                                    tmp_path, monkeypatch):
+    out = tmp_path / "reports"
+    before = _previous_set(generated, out)
+    real_write, staged = files_module._write_staged, []
+
+    def interrupted_halfway(path: Path, data: bytes) -> None:
+        if len(staged) == len(before) // 2:
+            raise KeyboardInterrupt
+        staged.append(path)
+        real_write(path, data)
+
+    monkeypatch.setattr(generate_module, "collect", lambda: report_data)
+    monkeypatch.setattr(files_module, "_write_staged", interrupted_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        generate(out)
+    assert staged and _snapshot(out) == before
+    assert not _staging_folders(out)
+
+
+def test_an_interruption_while_renaming_waits_until_the_whole_set_is_in_place(report_data, generated, tmp_path,
+                                                                               monkeypatch):
+    out = tmp_path / "reports"
+    _previous_set(generated, out)
+    real_replace, renamed = files_module.os.replace, []
+
+    def ctrl_c_at_the_first_rename(src: str, dst: str) -> None:
+        if not renamed:
+            signal.raise_signal(signal.SIGINT)  # held back: the handler only notes it
+        renamed.append(dst)
         real_replace(src, dst)
 
     monkeypatch.setattr(generate_module, "collect", lambda: report_data)
-    monkeypatch.setattr(output.os, "replace", failing_replace)
-    with pytest.raises(ProfilerError, match="on purpose"):  # a one-line user error, not a traceback
+    monkeypatch.setattr(files_module.os, "replace", ctrl_c_at_the_first_rename)
+    with pytest.raises(KeyboardInterrupt):  # delivered once every file is renamed
         generate(out)
-    assert (out / "comparison.md").read_text() == "previous\n"
-    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    assert len(renamed) == len(_snapshot(generated))
+    fresh = _snapshot(out)
+    assert all(fresh[relative] == content for relative, content in _snapshot(generated).items())
+    assert not _staging_folders(out)
+
+
+def test_a_destination_that_is_a_folder_fails_before_any_rename(report_data, generated, tmp_path, monkeypatch):
+    out = tmp_path / "reports"
+    _previous_set(generated, out)
+    (out / "claims.md").unlink()
+    (out / "claims.md").mkdir()
+    before = _snapshot(out)
+    monkeypatch.setattr(generate_module, "collect", lambda: report_data)
+    with pytest.raises(ProfilerError, match="claims.md: it is a folder"):
+        generate(out)
+    assert _snapshot(out) == before
+    assert not _staging_folders(out)
+
+
+def test_data_and_other_files_are_never_modified_and_stale_generated_files_are_removed(report_data, generated,
+                                                                                         tmp_path, monkeypatch):
+    out = tmp_path / "reports"
+    _previous_set(generated, out)
+    (out / "models" / "a_model_no_longer_in_the_zoo.md").write_text("stale\n")
+    (out / "figures" / "an_old_plot.png").write_bytes(b"stale")
+    kept = [out / "data" / "reference.json", out / "benchmarks.md", *sorted((REPORTS / "data").iterdir())]
+    stamps = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in kept}
+    monkeypatch.setattr(generate_module, "collect", lambda: report_data)
+    generate(out)
+    assert {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in kept} == stamps
+    assert not (out / "models" / "a_model_no_longer_in_the_zoo.md").exists()
+    assert not (out / "figures" / "an_old_plot.png").exists()
+    fresh = _snapshot(out)
+    assert all(fresh[relative] == content for relative, content in _snapshot(generated).items())
 
 
 # --------------------------------------------------------------------------------------------- provenance
@@ -227,8 +337,9 @@ def test_derived_figures_are_counted_work_over_measured_time(report_data, genera
                     sd = report_data.models[row[0]].sizes[int(size)]
                     stats = sd.train if train else sd.inference
                     step = runs[row[0], int(size), train]["ms_per_step"]
-                    expected = (teraflops_per_s(stats.totals.flops, step) if "TFLOP" in header
-                                else terabytes_per_s(stats.totals.bytes, step))
+                    seconds = step / 1000
+                    expected = (f"{stats.totals.flops / seconds / 1e12:,.1f}" if "TFLOP" in header
+                                else f"{stats.totals.bytes / seconds / 1e12:,.2f}")
                     assert cell == expected, (row[0], size, header)
                     checked += 1
     assert checked == 2 * 2 * 2 * 6

@@ -51,7 +51,7 @@ from profiler.models import ModelSpec, build, resolve
 from profiler.models.loading import ForwardFailed, explain, output_classes, to_device
 from profiler.scopes import named_modules
 from profiler.step import Optimizer, Step, StepConfig, make_batch, optimizer_words
-from profiler.util.units import human_bytes
+from profiler.util.units import human_bytes, rate_per_s
 
 #: The most profiled steps ``min_profiled_s`` may stretch a run to, as a multiple of ``steps``.
 MAX_STEP_FACTOR = 10
@@ -285,7 +285,8 @@ def _result(stats: ModelStats, measured: _Measured, steps: int, warmup: int, dev
         profiled_step_ms=profiled_step_ms, profiled_mean_step_ms=mean_profiled,
         overhead_percent=100 * (profiled_step_ms / step_ms - 1) if step_ms else 0.0,
         attributed_ms=attributed, idle_ms=idle, flops=totals.flops, bytes=totals.bytes,
-        step_flops_per_s=totals.flops / (step_ms / 1e3), step_bytes_per_s=totals.bytes / (step_ms / 1e3), layers=rows,
+        step_flops_per_s=rate_per_s(totals.flops, step_ms), step_bytes_per_s=rate_per_s(totals.bytes, step_ms),
+        layers=rows,
         shares=shares, peaks=peaks, peaks_source=peaks_source,
         datasheet=datasheet_for(provenance["device"]) if cuda else None, nvml=measured.nvml,
         settings=numerics if cuda else {"cpu_threads": numerics["cpu_threads"]},
@@ -327,9 +328,8 @@ def _rates(row: LayerTiming, peaks: DevicePeaks, numerics: dict[str, Any] | None
     otherwise, and always on the CPU."""
     if not row.ms_per_step or row.flops is None:
         return
-    seconds = row.ms_per_step / 1e3
-    row.flops_per_s = row.flops / seconds
-    row.bytes_per_s = row.bytes / seconds if row.bytes is not None else None
+    row.flops_per_s = rate_per_s(row.flops, row.ms_per_step)
+    row.bytes_per_s = rate_per_s(row.bytes, row.ms_per_step) if row.bytes is not None else None
     tf32 = numerics is not None and peaks.tensor_core_flops_per_s is not None and (
         (row.category == "conv" and numerics["cudnn_allow_tf32"])
         or (row.category == "linear" and numerics["float32_matmul_precision"] != "highest"))

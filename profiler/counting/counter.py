@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import types
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -107,9 +107,10 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...], name: str = "", 
             p.grad = grad
     params = sum(p.numel() for p in model.parameters())
     layers = _rows(modules, scopes, mode)
-    unused, notes = _unused_parameters(model, modules, scopes, params - sum(layer.params for layer in layers))
+    unused, notes = _unused_parameters(model, modules, scopes, layers)
     stats = ModelStats(model=name or type(model).__name__, input_shape=tuple(input_shape), mode=Mode.of(train),
-                       params=params, layers=layers + unused, notes=notes,
+                       params=params, param_bytes=_storage_bytes(model.parameters()), layers=layers + unused,
+                       notes=notes,
                        uncounted_ops=dict(sorted(mode.uncounted.items())), phases=mode.phases if train else {},
                        dtype=str(dtype).removeprefix("torch."),
                        modules={key: (type(module).__name__, scopes.output_shapes.get(key))
@@ -132,16 +133,24 @@ def _rows(modules: dict[str, nn.Module], scopes: ModuleScopes, mode: _CostMode) 
         rows[name].add(mode.rows.get(name, Counts()))
         if module is not None:
             rows[name].params += sum(p.numel() for p in module.parameters(recurse=False))
+            rows[name].param_bytes += _storage_bytes(module.parameters(recurse=False))
     return list(rows.values())
 
 
+def _storage_bytes(params: Iterable[nn.Parameter]) -> int:
+    """Bytes the parameters occupy: elements × element size of each (their dtype, as counted)."""
+    return sum(p.numel() * p.element_size() for p in params)
+
+
 def _unused_parameters(model: nn.Module, modules: dict[str, nn.Module], scopes: ModuleScopes,
-                       missing: int) -> tuple[list[LayerStats], list[str]]:
+                       layers: list[LayerStats]) -> tuple[list[LayerStats], list[str]]:
     """A row for the parameters no row holds — those of modules whose forward never ran (left out of this mode, like
     GoogLeNet's auxiliary heads in eval mode, or used functionally by their parent, like MultiheadAttention's
     out_proj) — so that the rows add up to the total, and a note naming those modules."""
+    missing = sum(p.numel() for p in model.parameters()) - sum(layer.params for layer in layers)
     if missing <= 0:
         return [], []
+    missing_bytes = _storage_bytes(model.parameters()) - sum(layer.param_bytes for layer in layers)
     ran = set(scopes.exit_order)
     idle: dict[str, None] = {}
     for name, module in modules.items():
@@ -158,7 +167,8 @@ def _unused_parameters(model: nn.Module, modules: dict[str, nn.Module], scopes: 
     if getattr(model, "aux_logits", False):
         note += ("; built without weights, torchvision's model keeps its auxiliary classifiers (aux_logits=True), "
                  "which the published parameter count of its weights leaves out")
-    return [LayerStats(name=UNUSED_ROW, type="-", kind=RowKind.UNUSED, params=missing)], [note]
+    return [LayerStats(name=UNUSED_ROW, type="-", kind=RowKind.UNUSED, params=missing,
+                       param_bytes=missing_bytes)], [note]
 
 
 def fold(stats: ModelStats, depth: int) -> ModelStats:
@@ -174,4 +184,5 @@ def fold(stats: ModelStats, depth: int) -> ModelStats:
             rows[key] = LayerStats(name=key, type=type_name, output_shape=shape, kind=kind)
         rows[key].add(layer)
         rows[key].params += layer.params
+        rows[key].param_bytes += layer.param_bytes
     return replace(stats, layers=list(rows.values()))

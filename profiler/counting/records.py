@@ -33,12 +33,14 @@ class Counts:
 @dataclass
 class LayerStats(Counts):
     """One row: a leaf module, a container's own ops (``kind="own"``: functional calls in its ``forward``, not its
-    children's), or with ``--depth`` a whole subtree (``kind="subtree"``)."""
+    children's), or with ``--depth`` a whole subtree (``kind="subtree"``). ``param_bytes`` is the storage of the
+    row's parameters: each one's elements × its element size, at the dtype it was counted in."""
 
     name: str = ""
     type: str = ""
     output_shape: tuple[int, ...] | None = None
     params: int = 0
+    param_bytes: int = 0
     kind: RowKind = RowKind.LEAF
 
 
@@ -47,7 +49,8 @@ class ModelStats:
     """Counts of one model at one input shape, per layer in execution order, for inference or one training step.
 
     ``phases`` splits the totals into forward and backward for a training step. ``uncounted_ops`` names ops that ran
-    without a MAC/other-ops rule (their bytes are counted) with their call counts."""
+    without a MAC/other-ops rule (their bytes are counted) with their call counts. ``param_bytes`` is the storage
+    of all the model's parameters (each one's elements × its element size, at ``dtype``)."""
 
     model: str
     input_shape: tuple[int, ...]
@@ -58,6 +61,7 @@ class ModelStats:
     phases: dict[str, Counts] = field(default_factory=dict)
     dtype: str = "float32"
     source: str = ""
+    param_bytes: int = 0
     notes: list[str] = field(default_factory=list)
     #: Every named module of the model → (type name, last output shape): what ``--depth`` folding names rows by.
     modules: dict[str, tuple[str, tuple[int, ...] | None]] = field(default_factory=dict, repr=False)

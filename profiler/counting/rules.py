@@ -1,20 +1,10 @@
 """Per-op cost rules: MACs, other ops and bytes moved of one aten op call, from shapes alone.
 
-Conventions (stated once, here, and quoted by the README and ``--help``):
-
-* **MAC** — one multiply-accumulate of a convolution, linear layer, matrix, matrix-vector or dot product, or one
-  term of a triple product (``_trilinear``, nn.Bilinear). FLOPs = 2 × MACs, the
-  convention of ``torch.utils.flop_counter``. Bias additions are not MACs; they are other ops.
-* **other ops** — work that is not a multiply-accumulate, one rule per op family (:data:`OTHER_OPS_RULES`): one per
-  output element for elementwise ops (activations, adds, dropout), the window size per output element for pooling,
-  2 per element for batch norm with running statistics and 4 when it computes batch statistics (training), and so on.
-  It is reported beside MACs, never folded into FLOPs.
-* **bytes** — every tensor an op reads (weights included) plus every tensor it writes, at the tensor's dtype; views
-  and reshapes move nothing, allocations without a fill write nothing. A broadcast (stride-0) dimension is read once.
-
-An op with no rule for MACs or other ops is still counted in bytes and is listed as *uncounted* with its call count.
+The conventions are stated once, here, as data: :data:`CONVENTIONS` (one statement per quantity) and, registered with
+each rule, :data:`OTHER_OPS_CONVENTIONS` (one line per other-ops rule). :func:`conventions` joins the statements into
+the text that ``python -m profiler flops --help``, the JSON ``convention`` field and the reports print; the README
+quotes both (``tests/test_cli.py`` checks that it does).
 """
-
 from __future__ import annotations
 
 import math
@@ -39,6 +29,20 @@ class OpCost:
 
 
 Rule = Callable[..., int]
+
+#: What each count means, one statement per quantity (the module docstring says who prints them).
+CONVENTIONS: dict[str, str] = {
+    "MAC": "one multiply-accumulate of a convolution, linear layer, matrix, matrix-vector or dot product, or one "
+           "term of a triple product (nn.Bilinear); FLOPs = 2 × MACs (the "
+           "convention of torch.utils.flop_counter); a bias addition is not a MAC but an other op",
+    "other ops": "work that is not a multiply-accumulate, one rule per op family (the other-ops rules of python -m "
+                 "profiler flops --help), reported beside MACs and never folded into FLOPs",
+    "bytes": "every tensor an op reads (weights included) plus every tensor it writes, at the tensor's dtype; views "
+             "and reshapes move nothing, allocations without a fill write nothing, and a broadcast (stride-0) "
+             "dimension is read once",
+    "uncounted": "an op with no MAC or other-ops rule is still counted in bytes, and listed as uncounted with its "
+                 "call count",
+}
 
 #: op packet → rule(arg, out) returning MACs; ``arg(name)`` reads an argument by its schema name.
 MAC_RULES: dict[Any, Rule] = {}
@@ -323,6 +327,17 @@ OTHER_OPS_CONVENTIONS["elementwise ops (activations, add, mul, their backward): 
     "every op torch tags `pointwise`"
 OTHER_OPS_CONVENTIONS["data movement (cat, copy, clone, fill, pad…): 0 ops, bytes only"] = \
     ", ".join(sorted(str(op).removeprefix("aten.") for op in DATA_MOVEMENT))
+
+
+def conventions() -> str:
+    """The conventions of every count in one paragraph: "MAC: …. other ops: …. bytes: …. uncounted: …" (no final
+    full stop, so that it ends a sentence or a footer line alike)."""
+    return ". ".join(f"{name}: {statement}" for name, statement in CONVENTIONS.items())
+
+
+def other_ops_conventions() -> list[str]:
+    """One line per other-ops rule, sorted: what it charges, for which ops (``flops --help``, the README)."""
+    return sorted(OTHER_OPS_CONVENTIONS)
 
 
 # ------------------------------------------------------------------------------------------------------- bytes

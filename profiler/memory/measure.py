@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from profiler.device import nvml_used_bytes, provenance
+from profiler.device import DeviceKind, nvml_used_bytes, provenance
 from profiler.errors import EXIT_OUT_OF_MEMORY, ProfilerError
 from profiler.kinds import Phase, Source
 from profiler.memory.allocator import round_size
@@ -123,7 +123,8 @@ def measure_cuda(name: str, size: int, batch: int, channels: int | None = None, 
     known = weights + inputs + phases.gradient_bytes + optimizer_state
     return MemoryResult(
         model=resolve(name).name, input_shape=tuple(shape), mode=config.mode, source=Source.MEASURED,
-        device=torch.cuda.get_device_name(device), peak_allocated_bytes=peak, peak_reserved_bytes=phases.reserved,
+        device=torch.cuda.get_device_name(device), device_kind=DeviceKind.CUDA, peak_allocated_bytes=peak,
+        peak_reserved_bytes=phases.reserved,
         baseline_bytes=baseline,
         breakdown={"weights": weights, "gradients": phases.gradient_bytes, "optimizer": optimizer_state,
                    "input": inputs, "activations": max(peak - known, 0), "workspace": None},
@@ -177,7 +178,7 @@ def measure_cpu(name: str, size: int, batch: int, channels: int | None = None, c
     total = weights + inputs + optimizer_state + peak
     return MemoryResult(
         model=resolve(name).name, input_shape=tuple(step.x.shape), mode=config.mode, source=Source.MEASURED,
-        device=provenance(device)["device"] + ", host memory", peak_allocated_bytes=total,
+        device=provenance(device)["device"] + ", host memory", device_kind=DeviceKind.CPU, peak_allocated_bytes=total,
         peak_reserved_bytes=total, baseline_bytes=weights + inputs,
         breakdown={"weights": weights, "gradients": gradients.bytes, "optimizer": optimizer_state, "input": inputs,
                    "activations": max(total - weights - inputs - gradients.bytes - optimizer_state, 0),
@@ -197,6 +198,7 @@ def measure_in_subprocess(config: dict[str, Any], timeout_s: float = 600) -> Mem
         raise ProfilerError(message, exit_code=proc.returncode if proc.returncode in (2, 3) else 2)
     data = json.loads(proc.stdout)
     data["input_shape"] = tuple(data["input_shape"])
+    data["device_kind"] = DeviceKind(data["device_kind"])
     return MemoryResult(**data)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from profiler.device import DeviceKind
 from profiler.gpus import GpuSpec
 from profiler.memory.allocator import CachingAllocator
 from profiler.memory.calibration import calibration
@@ -127,6 +128,7 @@ def predict(trace: Trace, gpu: GpuSpec, model_name: str, checkpoint: bool = Fals
     cal = calibration()["provenance"]
     return MemoryResult(
         model=model_name, input_shape=trace.input_shape, mode=trace.mode, source="predicted", device=gpu.name,
+        device_kind=DeviceKind.CUDA,
         peak_allocated_bytes=result.peak_allocated, peak_reserved_bytes=result.peak_reserved,
         baseline_bytes=result.baseline, breakdown=result.breakdown, phases=result.phases,
         layers=dict(trace.layer_activation_bytes), optimizer=trace.optimizer, dtype=trace.dtype,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from profiler.device import DeviceKind
+
 
 @dataclass
 class MemoryResult:
@@ -13,13 +15,14 @@ class MemoryResult:
     workspace. ``phases`` gives the peak allocated during the forward, backward and optimizer step (training) or the
     forward (inference). ``layers`` maps each leaf layer to the bytes its forward left allocated (output and what
     autograd saved). ``source`` is "measured" or "predicted"; ``device`` names the GPU (predicted: the one predicted
-    for) or the CPU."""
+    for) or the CPU, and ``device_kind`` says which of the two it is (a prediction is always for a CUDA device)."""
 
     model: str
     input_shape: tuple[int, ...]
     mode: str
     source: str
     device: str
+    device_kind: DeviceKind
     peak_allocated_bytes: int
     peak_reserved_bytes: int
     baseline_bytes: int

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import torch
 
-from profiler.device import current_gpu
+from profiler.device import DeviceKind, current_gpu
 from profiler.errors import EXIT_OUT_OF_MEMORY, ProfilerError
 from profiler.gpus import GpuSpec, gpu_spec, parse_bytes
 from profiler.memory.predict import predict
@@ -128,6 +128,7 @@ def _oom_entry(name: str, size: int, args: argparse.Namespace, message: str) -> 
     return MemoryResult(model=spec.name, input_shape=spec.input_shape(args.batch, size, args.channels),
                         mode="train" if args.train else "inference", source="measured",
                         device=torch.cuda.get_device_name() if torch.cuda.is_available() else "CUDA",
+                        device_kind=DeviceKind.CUDA,
                         peak_allocated_bytes=0, peak_reserved_bytes=0, baseline_bytes=0, breakdown={}, phases={},
                         layers={}, optimizer=args.optimizer if args.train else None, dtype=args.dtype,
                         checkpoint=args.checkpoint, notes=[message], out_of_memory=True)

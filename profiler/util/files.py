@@ -10,7 +10,7 @@ import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from profiler.errors import ProfilerError
 
@@ -79,26 +79,33 @@ def write_atomic(path: str | os.PathLike, text: str | bytes) -> None:
 
 def replace_files(folder: str | os.PathLike, files: Mapping[str, str | bytes], owned: tuple[str, ...] = ()) -> None:
     """Write ``files`` (path relative to ``folder`` → content) as one set: each is written into a staging folder
-    inside ``folder`` first (the slow part; an interruption there leaves the old set as it was), then all are
-    renamed into place together with SIGINT and SIGTERM held back, so a set is never half old, half new.
+    inside ``folder`` first (the slow part; an interruption or a failure there leaves the old set as it was and no
+    staging folder), then all are renamed into place together with SIGINT and SIGTERM held back, so a set is never
+    half old, half new. Before the first rename every destination is checked (its folder exists, on the staging
+    folder's file system, and the path is not a folder), so that a rename cannot fail for a reason known in advance.
+    Against a crash or SIGKILL between two renames nothing protects; each file is still whole, old or new.
 
     ``owned`` names sub-folders whose every file this set generates: files there that the new set lacks are
-    removed. Nothing else in ``folder`` is touched (committed inputs stay exactly as they are)."""
+    removed (the caller vouches that nothing else lives there). Nothing else in ``folder`` is touched (committed
+    inputs stay exactly as they are)."""
     target = Path(folder)
+    for relative in files:
+        parts = PurePosixPath(relative).parts
+        if not parts or PurePosixPath(relative).is_absolute() or ".." in parts:
+            raise ValueError(f"{relative!r} is not a path inside the folder")
     try:
         target.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=target, prefix=".profiler-new."))
+        staging = Path(tempfile.mkdtemp(dir=target, prefix=STAGING_PREFIX))
     except OSError as err:
         raise ProfilerError(f"cannot write {folder}: {err.strerror or err}; choose a writable location") from None
     try:
         for relative, content in files.items():
             path = staging / relative
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(content.encode() if isinstance(content, str) else content)
-            os.chmod(path, 0o644)
+            _write_staged(path, content.encode() if isinstance(content, str) else content)
+        _prepare_destinations(target, staging, files)
         with _signals_held():
             for relative in files:
-                (target / relative).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(staging / relative, target / relative)
             for sub in owned:
                 for stale in sorted((target / sub).glob("*")):
@@ -110,9 +117,34 @@ def replace_files(folder: str | os.PathLike, files: Mapping[str, str | bytes], o
         shutil.rmtree(staging, ignore_errors=True)
 
 
+#: The name every staging folder of :func:`replace_files` starts with.
+STAGING_PREFIX = ".profiler-new."
+
+
+def _write_staged(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+    os.chmod(path, 0o644)  # a result is for everyone, whatever the umask
+
+
+def _prepare_destinations(target: Path, staging: Path, files: Mapping[str, str | bytes]) -> None:
+    """Create every destination folder and refuse, before anything is renamed, what would make a rename fail: a
+    destination that is a folder, or a folder on another file system than the staging folder (a symbolic link to
+    another disk), where a rename cannot move a file."""
+    device = staging.stat().st_dev
+    for relative in files:
+        destination = target / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if destination.is_dir():
+            raise ProfilerError(f"cannot write {destination}: it is a folder; move it away and run again")
+        if destination.parent.stat().st_dev != device:
+            raise ProfilerError(f"cannot write {destination}: its folder is on another file system than "
+                                f"{target}, so the set cannot be swapped in by renames; make it a plain folder")
+
+
 @contextmanager
 def _signals_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM until the block ends (main thread only; elsewhere the block runs as it is)."""
+    """Hold SIGINT and SIGTERM until the block ends, then deliver the first one that came (main thread only;
+    elsewhere the block runs as it is)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -123,6 +155,7 @@ def _signals_held() -> Iterator[None]:
         yield
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            # None: a handler not installed from Python (an embedding program's); the default is the closest
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
         if caught:
             signal.raise_signal(caught[0])

@@ -1,4 +1,5 @@
-"""Units: the formatter picks one unit per column (from its largest value) and says which in the header."""
+"""Units: the formatter picks one unit per column (from its largest value) and says which in the header; and the one
+conversion of a count done in milliseconds into a rate per second."""
 
 from __future__ import annotations
 
@@ -44,3 +45,9 @@ def human_bytes(value: float) -> str:
 def shape_str(shape: Iterable[int] | None) -> str:
     """(1, 96, 54, 54) → 1×96×54×54; None → -."""
     return "×".join(str(d) for d in shape) if shape is not None else "-"
+
+
+def rate_per_s(amount: float, milliseconds: float) -> float:
+    """``amount`` (FLOPs, bytes, examples) done in ``milliseconds``, per second: amount ÷ (ms / 1000). The one place
+    a count over a measured time becomes a rate (achieved FLOP/s, effective bandwidth, examples/s)."""
+    return amount / (milliseconds / 1e3)

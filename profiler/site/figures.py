@@ -10,8 +10,8 @@ from matplotlib.figure import Figure
 
 from profiler.memory.trace import CATEGORIES
 from profiler.models.zoo import CHAPTER7
-from profiler.report.collect import BATCH, SIZES, ReportData
-from profiler.report.markdown import PREDICTED_FOR, MiB
+from profiler.site.collect import BATCH, SIZES, ReportData
+from profiler.site.markdown import PREDICTED_FOR, MiB
 
 SMALL, LARGE = SIZES
 DPI = 100

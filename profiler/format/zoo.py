@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from profiler.report.output import render_table, to_csv, to_json
+from profiler.format.output import render_table, to_csv, to_json
 from profiler.runner import ZooRow
 
 EXTERNAL = ("also: torchvision:NAME (any torchvision classification model; 3 channels, 1000 classes, the weights' "

@@ -1,8 +1,8 @@
 """``reports/claims.md``: figures quoted in the course notes, each checked against our count, prediction or the
 committed measurement, with a verdict — holds, does not hold, or cannot check here — and the reason.
 
-The notes (Chinese study notes on d2l chapters 3–7) are not in this repository; each claim carries its file and line
-and a short quote. The claimed figures are data here; every other number comes from :class:`ReportData`.
+The claims — what the notes say, where, their words and the claimed figures — are data in :mod:`.content`; each
+check here finds its claim by key, and every other number comes from :class:`ReportData`.
 """
 
 from __future__ import annotations
@@ -11,12 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from profiler.counting import LayerStats, ModelStats
-from profiler.report.collect import BATCH, DENSENET_SMALL_SIZE, ReportData
-from profiler.report.markdown import (
+from profiler.site.collect import BATCH, DENSENET_SMALL_SIZE, ReportData
+from profiler.site.content import CLAIMS, Claim
+from profiler.site.markdown import (
     PREDICTED_FOR,
     MiB,
+    anchor,
     command,
     error,
+    gigabytes,
     mib,
     page,
     provenance_lines,
@@ -39,17 +42,6 @@ class Check:
     body: str
 
 
-@dataclass(frozen=True)
-class Claim:
-    """A figure from the notes: what it says, where (file, line, quote), and how we check it."""
-
-    title: str           # the section heading (its anchor is linked from exercises.md)
-    says: str
-    source: str
-    quote: str
-    check: Callable[[ReportData], Check]
-
-
 def _convs(stats: ModelStats) -> list[LayerStats]:
     return [layer for layer in stats.layers if layer.type == "Conv2d"]
 
@@ -60,7 +52,7 @@ def _fc(stats: ModelStats) -> list[LayerStats]:
 
 # --------------------------------------------------------------------------------------------- AlexNet vs LeNet
 
-def alexnet_vs_lenet(data: ReportData) -> Check:
+def alexnet_vs_lenet(claim: Claim, data: ReportData) -> Check:
     lenet, alex = data.models["lenet"], data.models["alexnet"]
     pairs = [("each at its book input: LeNet 28×28, AlexNet 224×224", lenet.sizes[28].layers, alex.sizes[224].layers),
              ("both at 224×224", lenet.sizes[224].layers, alex.sizes[224].layers)]
@@ -68,21 +60,22 @@ def alexnet_vs_lenet(data: ReportData) -> Check:
              f"{low.totals.macs:,} → {high.totals.macs:,}", ratio(high.totals.macs, low.totals.macs)]
             for label, low, high in pairs]
     native = pairs[0]
-    holds = (abs(native[2].params / native[1].params / 10 - 1) < 0.5
-             and abs(native[2].totals.macs / native[1].totals.macs / 260 - 1) < 0.5)
+    params_claim, macs_claim = claim.figures["params_ratio"], claim.figures["macs_ratio"]
+    holds = (abs(native[2].params / native[1].params / params_claim - 1) < 0.5
+             and abs(native[2].totals.macs / native[1].totals.macs / macs_claim - 1) < 0.5)
     return Check(HOLDS if holds else FAILS, "\n\n".join([
         table(["comparison", "params LeNet → AlexNet", "ratio", "MACs / image LeNet → AlexNet", "ratio"], rows),
         command("python -m profiler flops lenet --size 28 --size 224\npython -m profiler flops alexnet --size 224"),
         f"The book's LeNet has {human_count(native[1].params)} parameters and AlexNet (1 input channel, 10 "
-        f"classes) {human_count(native[2].params)}: {rows[0][2]}, not 10×. Each at its own input, AlexNet does "
-        f"{rows[0][4]} LeNet's MACs, not 260×. Compared at the same 224×224 input, LeNet's flattened layer "
-        f"grows and the ratios become {rows[1][2]} and {rows[1][4]}: neither comparison gives 10× and 260× "
-        "together. (The figures may come from a lecture slide counting a different LeNet; this repository cannot "
-        "tell.)",
+        f"classes) {human_count(native[2].params)}: {rows[0][2]}, not {params_claim}×. Each at its own input, "
+        f"AlexNet does {rows[0][4]} LeNet's MACs, not {macs_claim}×. Compared at the same 224×224 input, LeNet's "
+        f"flattened layer grows and the ratios become {rows[1][2]} and {rows[1][4]}: neither comparison gives "
+        f"{params_claim}× and {macs_claim}× together. (The figures may come from a lecture slide counting a "
+        "different LeNet; this repository cannot tell.)",
     ]))
 
 
-def fc_gigabyte(data: ReportData) -> Check:
+def fc_gigabyte(claim: Claim, data: ReportData) -> Check:
     zoo = data.models["alexnet"].sizes[224].layers
     paper = data.torchvision_alexnet
     rows, fractions = [], []
@@ -90,42 +83,45 @@ def fc_gigabyte(data: ReportData) -> Check:
                          ("the paper's AlexNet (`torchvision:alexnet`, 3 channels, 1000 classes)", paper)):
         big = _fc(stats)[:2]
         params = sum(layer.params for layer in big)
-        fractions.append(f"{params * 4 / 1e9:.2f}")
+        nbytes = sum(layer.param_bytes for layer in big)
+        fractions.append(gigabytes(nbytes))
         rows.append([label, " + ".join(f"{layer.params:,}" for layer in big), f"{params:,}",
-                     f"{params * 4 / 1e9:.3f} GB ({human_bytes(params * 4)})"])
+                     f"{gigabytes(nbytes, 3)} GB ({human_bytes(nbytes)})"])
     return Check(FAILS, "\n\n".join([
         table(["model", "the two 4096-wide layers' params", "together", "float32 bytes"], rows,
               ("left", "right", "right", "right")),
         command("python -m profiler params alexnet --size 224\npython -m profiler params torchvision:alexnet"),
-        f"Nowhere near 1 GB: {fractions[0]} GB in the book's model, {fractions[1]} GB in the paper's (whose first "
-        "fully connected layer sees 256×6×6 = 9,216 inputs). Even the whole networks' weights are "
-        f"{zoo.params * 4 / 1e9:.2f} GB and {paper.params * 4 / 1e9:.2f} GB in float32.",
+        f"Nowhere near {claim.figures['gigabytes']} GB: {fractions[0]} GB in the book's model, {fractions[1]} GB "
+        "in the paper's (whose first fully connected layer sees 256×6×6 = 9,216 inputs). Even the whole networks' "
+        f"weights are {gigabytes(zoo.param_bytes)} GB and {gigabytes(paper.param_bytes)} GB in float32.",
     ]))
 
 
-def channels_tenfold(data: ReportData) -> Check:
+def channels_tenfold(claim: Claim, data: ReportData) -> Check:
     lenet = [layer.output_shape[1] for layer in _convs(data.models["lenet"].sizes[28].layers)]
     alex = [layer.output_shape[1] for layer in _convs(data.models["alexnet"].sizes[224].layers)]
     firsts = [ratio(a, b) for a, b in zip(alex, lenet, strict=False)]
+    claimed = claim.figures["channels_ratio"]
     return Check(ROUGHLY, "\n\n".join([
         table(["", "convolution output channels"], [["LeNet", ", ".join(map(str, lenet))],
                                                     ["AlexNet", ", ".join(map(str, alex))]], ("left", "left")),
         command("python -m profiler params lenet --size 28\npython -m profiler params alexnet --size 224"),
         f"Layer for layer the first two convolutions widen {firsts[0]} and {firsts[1]}; the widest AlexNet "
         f"layer has {ratio(max(alex), max(lenet))} LeNet's widest. An order of magnitude, as the notes say, but "
-        "nearer 16× than 10× (the other notes, 003 line 2751, say \"tens of times\").",
+        f"nearer {alex[0] / lenet[0]:.0f}× than {claimed}× (the other notes, 003 line 2751, say \"tens of "
+        "times\").",
     ]))
 
 
 # --------------------------------------------------------------------------------------------- memory claims
 
-def alexnet_memory(data: ReportData) -> Check:
-    claimed = {64: 3.74, 128: 7.93, 512: 7.93}
+def alexnet_memory(claim: Claim, data: ReportData) -> Check:
+    claimed = claim.figures
     rows = []
-    for batch, gigabytes in claimed.items():
+    for batch, claimed_gb in claimed.items():
         result = data.alexnet_batches[batch]
         run = data.measured.run("alexnet", 224, True, batch)
-        rows.append([batch, f"{gigabytes:.2f} GB", mib(result.peak_allocated_bytes), mib(result.peak_reserved_bytes),
+        rows.append([batch, f"{claimed_gb:.2f} GB", mib(result.peak_allocated_bytes), mib(result.peak_reserved_bytes),
                      mib(run.peak_allocated_bytes if run else None), mib(run.peak_reserved_bytes if run else None),
                      mib(run.nvml_used_bytes if run else None)])
     low, high = data.alexnet_batches[128], data.alexnet_batches[512]
@@ -144,13 +140,13 @@ def alexnet_memory(data: ReportData) -> Check:
         f"The batch-512 figure equal to the batch-128 one is not plausible as the model's need: activations grow "
         f"with the batch, and the predicted peak at 512 is "
         f"{ratio(high.peak_allocated_bytes, low.peak_allocated_bytes)} the one at 128. A reading that stops at "
-        "7.93 GB for both looks like a card of about 8 GB being full (PyTorch's caching allocator frees its "
-        "cached blocks and retries before it gives up), not like what batch 512 needs.",
+        f"{claimed[512]:.2f} GB for both looks like a card of about 8 GB being full (PyTorch's caching allocator "
+        "frees its cached blocks and retries before it gives up), not like what batch 512 needs.",
     ]))
 
 
-def densenet_memory(data: ReportData) -> Check:
-    claimed = {224: 4158.44775390625, DENSENET_SMALL_SIZE: 318.5234375}  # MiB: the notes divide by 1024²
+def densenet_memory(claim: Claim, data: ReportData) -> Check:
+    claimed = claim.figures
     large, small = data.models["densenet"].sizes[224].memory_train, data.densenet_small
     run = data.measured.run("densenet", 224, True, BATCH)
     rows = [[f"{size}×{size}", f"{mib_claimed:,.1f}",
@@ -187,16 +183,13 @@ def densenet_memory(data: ReportData) -> Check:
 
 # --------------------------------------------------------------------------------------------- count claims
 
-NIN_HAND_COUNT = {"params": (53280, 745472, 1179648, 34760), "maps": (54, 27, 13, 1)}
-
-
-def nin_hand_count(data: ReportData) -> Check:
+def nin_hand_count(claim: Claim, data: ReportData) -> Check:
     stats = data.nin_three_channels
     blocks: dict[str, list[LayerStats]] = {}
     for layer in _convs(stats):
         blocks.setdefault(layer.name.split(".")[0], []).append(layer)
     rows, total_params, total_macs = [], 0, 0
-    hand_params, hand_maps = NIN_HAND_COUNT["params"], NIN_HAND_COUNT["maps"]
+    hand_params, hand_maps = claim.figures["params"], claim.figures["maps"]
     for (name, convs), claimed, claimed_map in zip(blocks.items(), hand_params, hand_maps, strict=True):
         no_bias = sum(layer.params - layer.output_shape[1] for layer in convs)
         macs = sum(layer.macs for layer in convs)
@@ -226,9 +219,9 @@ def nin_hand_count(data: ReportData) -> Check:
     ]))
 
 
-def googlenet_smallest(data: ReportData) -> Check:
+def googlenet_smallest(claim: Claim, data: ReportData) -> Check:
     smallest = data.smallest_sizes["googlenet"]
-    return Check(FAILS if smallest != 224 else HOLDS, "\n\n".join([
+    return Check(HOLDS if smallest == claim.figures["size"] else FAILS, "\n\n".join([
         command(f"python -m profiler flops googlenet --size {smallest}"),
         f"runs: GoogLeNet accepts a {smallest}×{smallest} input (every layer is padded so maps never collapse, and "
         "a global average pool precedes the classifier). 224×224 is the size the book trains at, not a limit. "
@@ -236,34 +229,23 @@ def googlenet_smallest(data: ReportData) -> Check:
     ]))
 
 
-CLAIMS = (
-    Claim("AlexNet against LeNet", "AlexNet has 10× the parameters and 260× the compute of LeNet",
-          "001_fac40185f130e3db.txt, line 62", "AlexNet 是更大更深更胖的 LeNet，10× 参数个数，260× 计算复杂度",
-          alexnet_vs_lenet),
-    Claim("AlexNet's fully connected layers", "AlexNet's two large fully connected layers hold nearly 1 GB of "
-          "parameters", "001_fac40185f130e3db.txt, line 36; 003_5d0edbe44cf5956c.txt, line 2753",
-          "这两个巨大的全连接层拥有将近1GB的模型参数", fc_gigabyte),
-    Claim("AlexNet's channels", "AlexNet's convolutions have 10× LeNet's channels", "001_fac40185f130e3db.txt, "
-          "line 34", "AlexNet的卷积通道数目是LeNet的10倍", channels_tenfold),
-    Claim("AlexNet training memory at 224", "AlexNet training at 224×224 uses 3.74 GB at batch 64, 7.93 GB at "
-          "batch 128 and 7.93 GB at batch 512", "000_8357d8bc530bdd25.txt, lines 287, 307, 327",
-          "batch_size=64，显存占用为：3.74GB … 128 … 7.93GB … 512 … 7.93GB", alexnet_memory),
-    Claim("NiN parameters and multiply-adds", "NiN has 2,013,160 parameters and ≈8.98·10⁸ multiply-adds (hand "
-          "count: 3 input channels, no biases)", "000_8357d8bc530bdd25.txt, lines 1150–1175",
-          "模型的总参数数量为 … =2013160 … 总计算量为 … =898208840≈8.9×10^8", nin_hand_count),
-    Claim("Smallest GoogLeNet input", "the smallest input GoogLeNet can use is 224×224",
-          "000_8357d8bc530bdd25.txt, line 1599", "224 * 224", googlenet_smallest),
-    Claim("DenseNet peak memory", "DenseNet training at 224×224, batch 128, peaks at 4158.4 MB allocated; at "
-          "32×32 at 318.5 MB", "000_8357d8bc530bdd25.txt, lines 2590–2640",
-          "显存消耗为 4158.44775390625 MB … 显存消耗为 318.5234375 MB", densenet_memory),
-)
+#: The check of each claim of :data:`~profiler.site.content.CLAIMS`, by key.
+CHECKS: dict[str, Callable[[Claim, ReportData], Check]] = {
+    "alexnet-vs-lenet": alexnet_vs_lenet,
+    "alexnet-fc-gigabyte": fc_gigabyte,
+    "alexnet-channels": channels_tenfold,
+    "alexnet-memory": alexnet_memory,
+    "nin-hand-count": nin_hand_count,
+    "googlenet-smallest": googlenet_smallest,
+    "densenet-memory": densenet_memory,
+}
 
 
 def claims_page(data: ReportData) -> str:
     """``reports/claims.md``."""
-    checks = [(claim, claim.check(data)) for claim in CLAIMS]
+    checks = [(claim, CHECKS[claim.key](claim, data)) for claim in CLAIMS]
     summary = table(["claim", "source", "verdict"],
-                    [[f"[{claim.says}](#{_anchor(claim.title)})", claim.source, f"**{check.verdict}**"]
+                    [[f"[{claim.says}](#{anchor(claim.title)})", claim.source, f"**{check.verdict}**"]
                      for claim, check in checks], ("left", "left", "left"))
     lead = "\n\n".join([
         "Figures quoted in the course notes this project started from (Chinese study notes on *Dive into Deep "
@@ -277,9 +259,3 @@ def claims_page(data: ReportData) -> str:
     sections = [f"## {claim.title}\n\n> {claim.says}. — {claim.source}: 「{claim.quote}」\n\n"
                 f"**Verdict: {check.verdict}.**\n\n{check.body}" for claim, check in checks]
     return page("Claims in the course notes, checked", lead, sections)
-
-
-def _anchor(title: str) -> str:
-    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
-    kept = "".join(c for c in title.lower() if c.isalnum() or c in " -")
-    return kept.replace(" ", "-")

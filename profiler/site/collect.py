@@ -4,18 +4,19 @@ the committed JSON. The renderers only format these records."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from torch import nn
 
-from profiler.counting import ModelStats
+from profiler.counting import LayerStats, ModelStats, count_layer
 from profiler.counting.counter import fold
 from profiler.memory.records import MemoryResult
 from profiler.memory.runner import predict_config
 from profiler.models import ZOO, build, resolve, smallest_input_size
 from profiler.models.zoo import CHAPTER7
-from profiler.report.measured import DATA_DIR, Measurements, load_measurements
 from profiler.runner import count_configs
+from profiler.site.measured import DATA_DIR, Measurements, load_measurements
 from profiler.util.parallel import run_all
 
 #: Input sizes every report compares (d2l trains chapter 7 at 224; exercise 7.2.3 asks for 96).
@@ -72,6 +73,7 @@ class ReportData:
     googlenet_smallest: ModelStats             # GoogLeNet at its smallest input, batch 1
     pointwise_params: dict[str, int]           # the six at 224: parameters of 1×1 convolutions
     torchvision_alexnet: ModelStats            # the paper's AlexNet as torchvision builds it, 224, batch 1
+    googlenet_avoided: dict[str, LayerStats]   # the layers GoogLeNet's savings avoid (see _googlenet_avoided)
 
 
 def report_sizes(name: str) -> tuple[int, ...]:
@@ -101,6 +103,20 @@ def _pointwise_params(name: str, size: int) -> int:
 
 def _smallest(name: str) -> int | None:
     return smallest_input_size(resolve(name))
+
+
+def _googlenet_avoided(google: ModelStats, alexnet: ModelStats) -> dict[str, LayerStats]:
+    """Exercise 7.4.3, at 224: the layers GoogLeNet does without, counted where it would have them — "flattened
+    head", AlexNet's first fully connected layer (its width) on GoogLeNet's flattened last map (the output of
+    ``b5.1``); "direct 3×3", the 3×3 convolution of the first Inception block's second path (``b3.0.p2_2``) applied
+    straight to the block's input (the output of ``b2.4``) instead of after its 1×1 reduction."""
+    shapes = {layer.name: layer.output_shape for layer in google.layers}
+    width = next(layer for layer in alexnet.layers if layer.type == "Linear").output_shape[1]
+    flat = math.prod(shapes["b5.1"][1:])
+    block_input = shapes["b2.4"]
+    conv = nn.Conv2d(block_input[1], shapes["b3.0.p2_2"][1], 3, padding=1, device="meta")
+    return {"flattened head": count_layer(nn.Linear(flat, width, device="meta"), (1, flat)),
+            "direct 3×3": count_layer(conv, block_input)}
 
 
 def collect() -> ReportData:
@@ -138,4 +154,6 @@ def collect() -> ReportData:
         googlenet_smallest=_count("googlenet", smallest["googlenet"] or 1),
         pointwise_params={name: extra[f"pointwise_{name}"] for name in CHAPTER7},
         torchvision_alexnet=extra["torchvision_alexnet"],
+        googlenet_avoided=_googlenet_avoided(models["googlenet"].sizes[224].layers,
+                                             models["alexnet"].sizes[224].layers),
     )

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from profiler.bandwidth.records import BandwidthResult, LayerTiming
+from profiler.device import DeviceKind
+from profiler.kinds import Mode
 from profiler.util.files import write_atomic
 from profiler.util.units import decimal_unit, shape_str
 
@@ -37,7 +39,7 @@ def drawable(result: BandwidthResult) -> list[LayerTiming]:
 
 def _roofs(result: BandwidthResult) -> list[tuple[str, str, float, float, str, str, bool]]:
     """(legend label, short label, compute FLOP/s, bytes/s, line style, color, measured?) of every roof to draw."""
-    p, sheet, cpu = result.peaks, result.datasheet, result.device_kind != "cuda"
+    p, sheet, cpu = result.peaks, result.datasheet, result.device_kind != DeviceKind.CUDA
     where = "CPU, measured" if cpu else "measured"
     fp32 = _si(p.fp32_flops_per_s, "FLOP/s")
     roofs = [(f"FP32 matmul {fp32} ({where})", f"FP32 {fp32}", p.fp32_flops_per_s, p.copy_bytes_per_s, "-",
@@ -73,7 +75,7 @@ def _draw(ax: Any, result: BandwidthResult) -> list[tuple[Any, float, float]]:
                 linewidth=1.5, label=label)
         if measured:  # datasheet roofs are named in the legend only: their lines run close to the measured ones
             ax.text(x_high / 1.15, flops / 1.1, short, ha="right", va="top", fontsize=7, color=color)
-    cpu = result.device_kind != "cuda"
+    cpu = result.device_kind != DeviceKind.CUDA
     slopes = []
     peaks, sheet = result.peaks, result.datasheet
     x = x_low * 2
@@ -95,7 +97,7 @@ def _draw(ax: Any, result: BandwidthResult) -> list[tuple[Any, float, float]]:
     ax.yaxis.set_major_formatter(EngFormatter(unit="FLOP/s"))
     ax.set_xlabel("arithmetic intensity: counted FLOPs ÷ counted bytes (FLOP/B)")
     ax.set_ylabel(f"achieved: counted FLOPs ÷ measured {'CPU' if cpu else 'kernel'} time (FLOP/s)")
-    mode = "training step" if result.mode == "train" else "inference"
+    mode = Mode(result.mode).words
     device = f"{result.device_name} (CPU; CPU roofs)" if cpu else result.device_name
     ax.set_title(f"Roofline per layer · {result.model} · input {shape_str(result.input_shape)} · {mode} · measured "
                  f"on {device}", fontsize=10)

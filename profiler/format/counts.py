@@ -6,14 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from profiler.counting import Counts, LayerStats, ModelStats
-from profiler.report.output import render_table, to_csv, to_json
+from profiler.counting import Counts, LayerStats, ModelStats, conventions
+from profiler.format.output import render_table, to_csv, to_json
+from profiler.kinds import Mode, RowKind
 from profiler.util.units import binary_unit, decimal_unit, fmt_scaled, human_bytes, human_count, shape_str
-
-CONVENTION = ("1 MAC = one multiply-accumulate of a convolution, linear layer or matrix product; FLOPs = 2 × MACs; "
-              "other ops = elementwise, normalization and pooling work, reported separately (per-op rules: "
-              "python -m profiler flops --help); bytes = every tensor an op reads plus every tensor it writes, "
-              "at its dtype (views move nothing)")
 
 TRAIN_NOTE = ("training step = forward + cross-entropy loss + backward (weight and input gradients); "
               "the optimizer update is not counted")
@@ -22,12 +18,15 @@ TRAIN_NOTE = ("training step = forward + cross-entropy loss + backward (weight a
 def title(stats: ModelStats) -> str:
     """One line naming the model, its source, input shape, dtype and mode."""
     source = f" ({stats.source})" if stats.source else ""
-    mode = "training step" if stats.mode == "train" else "inference"
-    return f"{stats.model}{source} · input {shape_str(stats.input_shape)} {stats.dtype} · {mode}"
+    return f"{stats.model}{source} · input {shape_str(stats.input_shape)} {stats.dtype} · {Mode(stats.mode).words}"
+
+
+#: How the type column marks the rows that are not a leaf module.
+ROW_KIND_SUFFIX = {RowKind.OWN: " (own ops)", RowKind.SUBTREE: " (all)"}
 
 
 def _type(layer: LayerStats) -> str:
-    return {"own": f"{layer.type} (own ops)", "subtree": f"{layer.type} (all)"}.get(layer.kind, layer.type)
+    return layer.type + ROW_KIND_SUFFIX.get(layer.kind, "")
 
 
 def _flops_table(stats: ModelStats, fmt: str) -> str:
@@ -54,16 +53,11 @@ def _cell(value: int, divisor: float) -> str:
 
 
 def _params_table(stats: ModelStats, fmt: str) -> str:
-    element = _element_size(stats.dtype)
     headers = ["layer", "type", "output shape", "params", "param bytes"]
     rows = [[layer.name, _type(layer), shape_str(layer.output_shape), _cell(layer.params, 1),
-             human_bytes(layer.params * element) if layer.params else "-"] for layer in stats.layers]
-    rows.append(["total", "", "", f"{stats.params:,}", human_bytes(stats.params * element)])
+             human_bytes(layer.param_bytes) if layer.params else "-"] for layer in stats.layers]
+    rows.append(["total", "", "", f"{stats.params:,}", human_bytes(stats.param_bytes)])
     return render_table(headers, rows, fmt, colalign=("left", "left", "left", "right", "right"))
-
-
-def _element_size(dtype: str) -> int:
-    return {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2}.get(dtype, 4)
 
 
 def _footer(stats: ModelStats, what: str) -> list[str]:
@@ -78,18 +72,16 @@ def _footer(stats: ModelStats, what: str) -> list[str]:
             lines.append(f"{TRAIN_NOTE}; {split}")
         uncounted = ", ".join(f"{op} ×{n}" for op, n in stats.uncounted_ops.items()) or "none"
         lines.append(f"uncounted ops (no MAC/other-ops rule; their bytes are counted): {uncounted}")
-        lines.append(f"convention: {CONVENTION}")
+        lines.append(f"convention: {conventions()}")
     else:
-        lines.append(f"total: {stats.params:,} parameters, {human_bytes(stats.params * _element_size(stats.dtype))} "
-                     f"as {stats.dtype}")
+        lines.append(f"total: {stats.params:,} parameters, {human_bytes(stats.param_bytes)} as {stats.dtype}")
     return lines + [f"note: {note}" for note in stats.notes]
 
 
 def _summary(results: Sequence[ModelStats], fmt: str, what: str) -> str:
     if what == "params":
         headers = ["model", "input", "params", "param bytes"]
-        rows = [[s.model, shape_str(s.input_shape), f"{s.params:,}", human_bytes(s.params * _element_size(s.dtype))]
-                for s in results]
+        rows = [[s.model, shape_str(s.input_shape), f"{s.params:,}", human_bytes(s.param_bytes)] for s in results]
         return render_table(headers, rows, fmt)
     mac_div, mac_p = decimal_unit([s.totals.macs for s in results])
     other_div, other_p = decimal_unit([s.totals.other_ops for s in results])
@@ -129,13 +121,13 @@ def stats_json(stats: ModelStats, what: str = "flops") -> dict[str, Any]:
     obj: dict[str, Any] = {"model": stats.model, "input_shape": list(stats.input_shape), "mode": stats.mode,
                            "dtype": stats.dtype}
     if what == "params":
-        obj["totals"] = {"params": stats.params, "param_bytes": stats.params * _element_size(stats.dtype)}
+        obj["totals"] = {"params": stats.params, "param_bytes": stats.param_bytes}
         obj["layers"] = [{"name": layer.name, "type": layer.type, "kind": layer.kind,
                           "output_shape": _shape(layer.output_shape), "params": layer.params}
                          for layer in stats.layers]
         obj["notes"] = list(stats.notes)
         return obj
-    obj["convention"] = CONVENTION
+    obj["convention"] = conventions()
     obj["totals"] = {"params": stats.params, "macs": totals.macs, "flops": totals.flops,
                      "other_ops": totals.other_ops, "bytes": totals.bytes}
     if stats.phases:
@@ -171,4 +163,4 @@ def _csv(results: Sequence[ModelStats], what: str) -> str:
 def _total_row(stats: ModelStats) -> LayerStats:
     totals = stats.totals
     return LayerStats(totals.macs, totals.other_ops, totals.bytes, name="(total)", type="",
-                      params=stats.params)
+                      params=stats.params, param_bytes=stats.param_bytes)

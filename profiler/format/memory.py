@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from profiler.device import DeviceKind
+from profiler.format.output import render_table, to_csv, to_json
+from profiler.kinds import Mode, Phase, Source
 from profiler.memory.records import MemoryResult
 from profiler.memory.trace import CATEGORIES
-from profiler.report.output import render_table, to_csv, to_json
 from profiler.util.units import human_bytes, shape_str
 
 TOP_LAYERS = 10
@@ -19,9 +21,9 @@ TOP_LAYERS = 10
 
 def headline(result: MemoryResult) -> str:
     """"measured on X" / "predicted for X (no GPU used)", then model, input, mode."""
-    where = (f"measured on {result.device}" if result.source == "measured"
+    where = (f"measured on {result.device}" if result.source == Source.MEASURED
              else f"predicted for {result.device} (no GPU used)")
-    mode = "inference" if result.mode == "inference" else f"training step ({result.optimizer})"
+    mode = "inference" if result.mode == Mode.INFERENCE else f"training step ({result.optimizer})"
     extras = "".join([" · activation checkpointing" if result.checkpoint else ""])
     return f"{where} · {result.model} · input {shape_str(result.input_shape)} {result.dtype} · {mode}{extras}"
 
@@ -36,18 +38,18 @@ def _block(result: MemoryResult, fmt: str) -> str:
         lines.append(f"out of memory: {result.notes[-1]}")
         return "\n".join(lines)
     peak = result.peak_allocated_bytes
-    on_cpu = result.device.startswith("CPU")
+    on_cpu = result.device_kind == DeviceKind.CPU
     if on_cpu:
         what = ("resident tensors + the most that tensors created during the step held at once",
                 "the same (the CPU allocator caches nothing)")
     else:
-        verb = "" if result.source == "measured" else "predicted "
+        verb = "" if result.source == Source.MEASURED else "predicted "
         what = (f"{verb}torch.cuda.max_memory_allocated over the step",
                 f"{verb}torch.cuda.max_memory_reserved: segments the caching allocator holds")
     summary = [["peak allocated", human_bytes(peak), what[0]],
                ["peak reserved", human_bytes(result.peak_reserved_bytes), what[1]],
                ["baseline", human_bytes(result.baseline_bytes), "weights + input before the step"]]
-    if result.source == "measured" and not on_cpu:
+    if result.source == Source.MEASURED and not on_cpu:
         summary.append(["NVML used (device)", human_bytes(result.nvml_used_bytes)
                         if result.nvml_used_bytes is not None else "-", result.nvml_note or "whole device, "
                                                                                             "all processes"])
@@ -115,4 +117,4 @@ def _csv_row(r: MemoryResult) -> list[Any]:
     return [r.model, shape_str(r.input_shape), r.mode, r.source, r.device, r.optimizer or "", r.dtype, r.checkpoint,
             r.out_of_memory, r.peak_allocated_bytes, r.peak_reserved_bytes, r.baseline_bytes,
             *(cell(r.breakdown.get(c)) for c in CATEGORIES),
-            *(cell(r.phases.get(p)) for p in ("forward", "backward", "optimizer")), cell(r.nvml_used_bytes)]
+            *(cell(r.phases.get(p)) for p in Phase), cell(r.nvml_used_bytes)]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from profiler.errors import ProfilerError
+from profiler.util.units import rate_per_s
 
 #: The repository's folder of committed measurements (the reports never read outside the repository).
 DATA_DIR = Path(__file__).resolve().parents[2] / "reports" / "data"
@@ -39,7 +40,12 @@ class MeasuredRun:
     @property
     def examples_per_s(self) -> float:
         """Images per second at the measured step time (batch ÷ step time)."""
-        return self.batch / (self.ms_per_step / 1000)
+        return rate_per_s(self.batch, self.ms_per_step)
+
+    def achieved_per_s(self, counted: float) -> float:
+        """A counted amount of the step (FLOPs, bytes) ÷ the measured step time, per second: derived, not
+        measured (the optimizer update is in the time but not in the counts)."""
+        return rate_per_s(counted, self.ms_per_step)
 
 
 @dataclass(frozen=True)
@@ -67,10 +73,6 @@ class Measurements:
                     return run
         return None
 
-    def set_of(self, run: MeasuredRun) -> MeasurementSet:
-        """The file ``run`` came from."""
-        return next(s for s in self.sets if s.source == run.source)
-
 
 def load_measurements(data_dir: Path = DATA_DIR) -> Measurements:
     """Read the files of :data:`MEASUREMENT_FILES` that exist under ``data_dir`` (none: no measurements)."""
@@ -93,7 +95,7 @@ def _reference_set(path: Path, source: str) -> MeasurementSet:
                      for r in doc["runs"])
     except (ValueError, KeyError, TypeError) as err:
         raise ProfilerError(f"{source} is not a measurement file in the reference schema ({err!r}); fix or remove "
-                            "it, or map its schema in profiler/report/measured.py") from None
+                            "it, or map its schema in profiler/site/measured.py") from None
     line = (f"`{source}`: {prov['device']}, torch {prov['torch']}, CUDA {prov['cuda']}, cuDNN {prov['cudnn']}, "
             f"measured {prov['date']}; {prov['notes']}")
     return MeasurementSet(source, prov["device"], line, doc.get("copy_bandwidth_Bps"), runs)

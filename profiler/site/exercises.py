@@ -1,21 +1,23 @@
 """``reports/exercises.md``: the chapter-7 exercises that ask about resources, answered with this tool's numbers.
 
-Every answer shows the command that prints its numbers; the questions are quoted from the course notes the project
-started from (``000_8357d8bc530bdd25.txt``, chapter-7 exercise answers, cited by line; not part of this repository).
+Every answer shows the command that prints its numbers. The questions, and the notes' figures an answer refers to,
+are data in :mod:`.content`; each answer here finds its exercise by number.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from profiler.counting import LayerStats, ModelStats
 from profiler.memory.records import MemoryResult
 from profiler.models.zoo import CHAPTER7
-from profiler.report.collect import ALEXNET_BATCHES, BATCH, DENSENET_SMALL_SIZE, SIZES, ReportData
-from profiler.report.markdown import (
-    H200_DATASHEET,
+from profiler.site.collect import ALEXNET_BATCHES, BATCH, DENSENET_SMALL_SIZE, SIZES, ReportData
+from profiler.site.content import EXERCISES, NOTES_000, claim
+from profiler.site.markdown import (
+    FP32_RIDGE_FLOP_PER_BYTE,
     PREDICTED_FOR,
-    RIDGE_FLOP_PER_BYTE,
+    ROOFS,
+    anchor,
     command,
     error,
     mib,
@@ -30,7 +32,6 @@ from profiler.report.markdown import (
 )
 from profiler.util.units import human_bytes, human_count
 
-NOTES = "000_8357d8bc530bdd25.txt"
 SMALL, LARGE = SIZES
 PREDICT = "--predict --gpu h200"
 
@@ -45,6 +46,21 @@ def _layer(stats: ModelStats, name: str) -> LayerStats:
 
 def _peak(result: MemoryResult) -> str:
     return human_bytes(result.peak_allocated_bytes)
+
+
+def _claim_link(key: str) -> str:
+    """A link to the claim ``key`` on claims.md."""
+    return f"[claims.md](claims.md#{anchor(claim(key).title)})"
+
+
+def _by_value(figures: Mapping[int, float], unit: str) -> str:
+    """The notes' figures per batch, batches with the same figure together: "3.74 GB at batch 64, 7.93 GB at 128
+    and at 512"."""
+    batches: dict[float, list[int]] = {}
+    for batch, value in figures.items():
+        batches.setdefault(value, []).append(batch)
+    return ", ".join(f"{value:.2f} {unit} at {'batch ' if i == 0 else ''}{' and at '.join(map(str, group))}"
+                     for i, (value, group) in enumerate(batches.items()))
 
 
 def _measured_peak(data: ReportData, name: str, size: int, train: bool) -> str:
@@ -87,8 +103,8 @@ def alexnet_batches(data: ReportData) -> str:
         "shows more again: the CUDA context and the cuDNN/cuBLAS libraries, a few GiB that no batch size changes. "
         f"{agreement}",
         "Accuracy, the other half of the question, needs a training run; this tool does not train. The notes' "
-        "figures for this exercise (3.74 GB at batch 64, 7.93 GB at 128 and at 512) are checked in "
-        "[claims.md](claims.md#alexnet-training-memory-at-224).",
+        f"figures for this exercise ({_by_value(claim('alexnet-memory').figures, 'GB')}) are checked in "
+        f"{_claim_link('alexnet-memory')}.",
     ])
 
 
@@ -98,6 +114,7 @@ def alexnet_parts(data: ReportData) -> str:
     layers, batched = sd.layers, sd.inference
     fc = _linear(layers)
     fc_params = sum(layer.params for layer in fc)
+    fc_param_bytes = sum(layer.param_bytes for layer in fc)
     conv_macs = sum(layer.macs for layer in layers.layers if layer.type == "Conv2d")
     conv_intensity = [layer.intensity for layer in layers.layers if layer.type == "Conv2d"]
     activations = sd.memory_train.layers
@@ -111,22 +128,22 @@ def alexnet_parts(data: ReportData) -> str:
     measured = ""
     if run:
         measured = (f" Measured on the H200 at batch {BATCH}, inference takes {ms(run.ms_per_step)} ms. Dividing "
-                    f"the counted work by it (derived): {teraflops_per_s(batched.totals.flops, run.ms_per_step)} "
-                    f"TFLOP/s but only {terabytes_per_s(batched.totals.bytes, run.ms_per_step)} TB/s — more "
+                    f"the counted work by it (derived): {teraflops_per_s(run.achieved_per_s(batched.totals.flops))} "
+                    f"TFLOP/s but only {terabytes_per_s(run.achieved_per_s(batched.totals.bytes))} TB/s — more "
                     "arithmetic than the FP32 datasheet peak (cuDNN runs convolutions on TF32 tensor cores), far "
                     "less traffic than the card can move: at this batch AlexNet is limited by compute, not "
                     "bandwidth.")
     return "\n\n".join([
         "**Memory.** It depends on what is counted. *Parameters*: the fully connected layers "
         f"({', '.join(layer.name for layer in fc)}) hold {fc_params:,} of {layers.params:,} parameters "
-        f"({share(fc_params, layers.params)}), {human_bytes(fc_params * 4)} in float32 — and as much again in "
+        f"({share(fc_params, layers.params)}), {human_bytes(fc_param_bytes)} in float32 — and as much again in "
         "gradients while training. *Activations*: the first convolution, its ReLU and pool (layers 0–2) leave "
         f"{human_bytes(first_block)} allocated for backward at batch {BATCH}, "
         f"{share(first_block, sum(activations.values()))} of all activation memory, because they work on the "
         f"largest maps (96×54×54 per image). At batch {BATCH} the activations "
         f"({human_bytes(breakdown['activations'])}) outweigh weights + gradients "
         f"({human_bytes(breakdown['weights'] + breakdown['gradients'])}); at batch 1 the weights dominate. (Both "
-        f"{PREDICTED_FOR}.) The notes' answer (line 360 of {NOTES}) names the first two convolutions and plays "
+        f"{PREDICTED_FOR}.) The notes' answer (line 360 of {NOTES_000}) names the first two convolutions and plays "
         "the fully connected layers down: right for activations, wrong for parameters.",
         f"**Compute.** The convolutions: {human_count(conv_macs)} of {human_count(layers.totals.macs)} MACs per "
         f"image ({share(conv_macs, layers.totals.macs)}); the three fully connected layers do "
@@ -134,8 +151,8 @@ def alexnet_parts(data: ReportData) -> str:
         "layers are the compute bottleneck — does not hold: they hold the parameters, not the work. (Line 368 "
         "leaves the bandwidth question open.)",
         f"**Bandwidth.** A fully connected layer reads each 4-byte weight to do one multiply-add (2 FLOPs) per "
-        f"image: about 0.5 FLOP/B at batch 1, far below the {RIDGE_FLOP_PER_BYTE:.1f} FLOP/B where the H200's "
-        f"datasheet roofs meet ({H200_DATASHEET}) — memory-bound. At batch 1 the two big ones move the most "
+        f"image: about 0.5 FLOP/B at batch 1, far below the {FP32_RIDGE_FLOP_PER_BYTE:.1f} FLOP/B where the H200's "
+        f"datasheet roofs meet ({ROOFS}) — memory-bound. At batch 1 the two big ones move the most "
         f"bytes of any layer ({', '.join(f'{layer.name}: {human_bytes(layer.bytes)}' for layer in by_bytes)}). "
         f"At batch {BATCH} each weight read serves {BATCH} images and their intensity rises about a hundredfold. "
         "The convolutions re-use every weight at every output position: "
@@ -169,6 +186,7 @@ def vgg_vs_alexnet(data: ReportData) -> str:
     first = "×".join(map(str, vgg.layers.layers[0].output_shape[1:]))
     biggest_act = max(vgg.memory_train.layers.items(), key=lambda kv: kv[1])
     fc1 = _linear(vgg.layers)[0]
+    fc1_inputs = vgg.layers.layers[vgg.layers.layers.index(fc1) - 1].output_shape[1]  # the flattened map
     times = [data.measured.run(n, LARGE, True, BATCH) for n in ("vgg", "alexnet")]
     time_ratio = ratio(times[0].ms_per_step, times[1].ms_per_step) if all(times) else "-"
     return "\n\n".join([
@@ -187,7 +205,7 @@ def vgg_vs_alexnet(data: ReportData) -> str:
         "the GPU busier.",
         f"**Memory.** Activations: layer {biggest_act[0]} (the first convolution) leaves "
         f"{human_bytes(biggest_act[1])} allocated at batch {BATCH}, more than AlexNet's whole activation memory. "
-        f"Parameters: VGG's first fully connected layer sees {fc1.params // 4096 - 1:,} inputs "
+        f"Parameters: VGG's first fully connected layer sees {fc1_inputs:,} inputs "
         f"(512×7×7) and holds {fc1.params:,} parameters, {share(fc1.params, vgg.layers.params)} of the model.",
         "The notes' answer (lines 577–579) speaks of 16–19 convolution layers (the book's VGG-11 has 8) and of "
         "a 7×7 AlexNet kernel (it is 11×11). It also says smaller kernels need more parameters per kernel; that does "
@@ -241,6 +259,8 @@ def shrink_input(data: ReportData) -> str:
 def nin_resources(data: ReportData) -> str:
     """7.3.3: NiN's parameters, compute, training and inference memory."""
     model = data.models["nin"]
+    hand = claim("nin-hand-count").figures
+    hand_macs = sum(params * side ** 2 for params, side in zip(hand["params"], hand["maps"], strict=True))
     blocks: dict[str, int] = {}
     for layer in model.sizes[LARGE].layers.layers:
         if layer.params:
@@ -269,8 +289,8 @@ def nin_resources(data: ReportData) -> str:
         + " and ".join(f"{ratio(sd.memory_train.peak_allocated_bytes, sd.memory_inference.peak_allocated_bytes)} "
                        f"(at {size})" for size, sd in model.sizes.items())
         + " the inference peak: every layer's output stays allocated until backward, and gradients join the "
-        "weights. The notes' hand count (2,013,160 parameters, 8.98·10⁸ "
-        "multiply-adds) is checked in [claims.md](claims.md#nin-parameters-and-multiply-adds).",
+        f"weights. The notes' hand count ({sum(hand['params']):,} parameters, {hand_macs / 1e8:.2f}·10⁸ "
+        f"multiply-adds) is checked in {_claim_link('nin-hand-count')}.",
     ])
 
 
@@ -281,6 +301,7 @@ def googlenet_smallest(data: ReportData) -> str:
     smallest = data.smallest_sizes["googlenet"]
     rows = [[name, "-" if size is None else f"{size}×{size}"] for name, size in data.smallest_sizes.items()]
     stats = data.googlenet_smallest
+    notes, (cited,) = claim("googlenet-smallest").figures["size"], claim("googlenet-smallest").cited
     return "\n\n".join([
         f"**{smallest}×{smallest}.** Found by bisection over input sizes with batch-1 forwards on meta tensors "
         "(`profiler.models.smallest_input_size`); the command below runs GoogLeNet on it:",
@@ -289,8 +310,8 @@ def googlenet_smallest(data: ReportData) -> str:
         "1×1, so each weight is used exactly once. Every GoogLeNet convolution and pool is padded so that a "
         "1×1 map stays 1×1 (7×7 stride 2 padding 3; 3×3 stride 2 padding 1), and the head is a global average "
         "pool, so nothing collapses. A 1×1 image is of course useless to classify: the book's 224 (and 96) is "
-        "about what the features can see, not what the layers accept. The notes answer 224×224 (line 1599); "
-        "see [claims.md](claims.md#smallest-googlenet-input). For the other chapter-7 models:",
+        f"about what the features can see, not what the layers accept. The notes answer {notes}×{notes} (line "
+        f"{cited.lines[0]}); see {_claim_link('googlenet-smallest')}. For the other chapter-7 models:",
         table(["model", "smallest input"], rows),
         command(f"python -m profiler flops alexnet --size {data.smallest_sizes['alexnet'] - 1}"),
         "names the layer where the map collapses and the smallest size that works. (The zoo's AlexNet and VGG "
@@ -305,30 +326,30 @@ def parameter_savings(data: ReportData) -> str:
     for name in ("alexnet", "vgg", "nin", "googlenet"):
         stats = data.models[name].sizes[LARGE].layers
         fc = sum(layer.params for layer in _linear(stats))
-        rows.append([name, f"{stats.params:,}", human_bytes(stats.params * 4), f"{fc:,}", share(fc, stats.params),
+        rows.append([name, f"{stats.params:,}", human_bytes(stats.param_bytes), f"{fc:,}", share(fc, stats.params),
                      f"{data.pointwise_params[name]:,}", share(data.pointwise_params[name], stats.params)])
     google = data.models["googlenet"].sizes[LARGE].layers
     last_map = _layer(google, "b5.1").output_shape
-    flat = last_map[1] * last_map[2] * last_map[3]
     reduce, conv = _layer(google, "b3.0.p2_1"), _layer(google, "b3.0.p2_2")
     in_channels, out_channels = _layer(google, "b2.4").output_shape[1], conv.output_shape[1]
-    direct = 9 * in_channels * out_channels + out_channels
+    head, direct = data.googlenet_avoided["flattened head"], data.googlenet_avoided["direct 3×3"]
+    width = head.output_shape[1]
     return "\n\n".join([
         table(["model", "params", "float32", "in fully connected layers", "share", "in 1×1 convolutions",
                "share"], rows),
         f"At {LARGE}×{LARGE}, 1 input channel, 10 classes.",
         command(f"python -m profiler params alexnet vgg nin googlenet --size {LARGE}"),
         "**Where the savings come from.** (1) *No big fully connected layers.* AlexNet and VGG flatten their "
-        "last feature map into a 4096-wide layer, and that is where more than 90 % of their parameters are. NiN "
-        "ends with a convolution to 10 channels and a global average pool (no fully connected layer at all); "
+        f"last feature map into a {width}-wide layer, and that is where more than 90 % of their parameters are. "
+        "NiN ends with a convolution to 10 channels and a global average pool (no fully connected layer at all); "
         f"GoogLeNet averages its {'×'.join(map(str, last_map[1:]))} map to {last_map[1]} values before one "
-        f"{_linear(google)[-1].params:,}-parameter classifier. Flattening that map into a 4096-wide layer as "
-        f"AlexNet does would cost {flat * 4096 + 4096:,} parameters on its own — "
-        f"{ratio(flat * 4096 + 4096, google.params)} all of GoogLeNet. (2) *1×1 convolutions that reduce "
+        f"{_linear(google)[-1].params:,}-parameter classifier. Flattening that map into a {width}-wide layer "
+        f"as AlexNet does would cost {head.params:,} parameters on its own — "
+        f"{ratio(head.params, google.params)} all of GoogLeNet. (2) *1×1 convolutions that reduce "
         "channels before the expensive kernels.* In the first Inception block, the 3×3 path first maps "
         f"{in_channels} channels to {reduce.output_shape[1]} with a 1×1 convolution ({reduce.params:,} params) "
         f"and then applies the 3×3 ({conv.params:,}): {reduce.params + conv.params:,} parameters, against "
-        f"{direct:,} for a 3×3 straight from {in_channels} to {out_channels} channels. The notes' answer (lines "
+        f"{direct.params:,} for a 3×3 straight from {in_channels} to {out_channels} channels. The notes' answer (lines "
         "1607–1611) names the right mechanisms for NiN; for GoogLeNet it credits the parallel paths, but "
         "running paths in parallel saves nothing by itself — the 1×1 reductions and the pooled head do.",
     ])
@@ -410,6 +431,7 @@ def densenet_memory(data: ReportData) -> str:
     train_macs = model.sizes[LARGE].train.totals.macs
     top = sorted(base.layers.items(), key=lambda kv: -kv[1])[:3]
     sizes = " ".join(f"--size {s}" for s in (LARGE, SMALL, DENSENET_SMALL_SIZE))
+    notes = claim("densenet-memory").figures
     return "\n\n".join([
         f"**1. Is it true?** Training step, batch {BATCH}, MiB, {PREDICTED_FOR} (measured where committed):",
         table(["input", "peak allocated, predicted", "activations, predicted", "activations' share",
@@ -436,42 +458,36 @@ def densenet_memory(data: ReportData) -> str:
         "network or input, mixed precision and gradient accumulation over smaller batches also cut the peak; "
         "changing the optimizer does not here, since plain SGD keeps no state. The memory-efficient DenseNet of "
         "Pleiss et al. (2017) applies the same recompute idea to its concatenations and batch norms. The notes' "
-        "measurements (4158.4 MB at 224, 318.5 MB at 32) are checked in "
-        "[claims.md](claims.md#densenet-peak-memory).",
+        f"measurements ({', '.join(f'{mib:.1f} MB at {size}' for size, mib in notes.items())}) are checked in "
+        f"{_claim_link('densenet-memory')}.",
     ])
 
 
-#: (exercise, question, line of the question in the notes, answer)
-EXERCISES: tuple[tuple[str, str, int, Callable[[ReportData], str]], ...] = (
-    ("7.1.3", "Change the batch size and observe the model's accuracy and GPU memory.", 248, alexnet_batches),
-    ("7.1.4", "Analyse AlexNet's computational performance: which part takes the most memory, which the most "
-              "compute, and how is memory bandwidth when computing the results?", 351, alexnet_parts),
-    ("7.2.2", "Compared with AlexNet, VGG is much slower and needs more GPU memory. Why?", 573, vgg_vs_alexnet),
-    ("7.2.3", "Change the height and width of the Fashion-MNIST images from 224 to 96. What does it do?", 585,
-     shrink_input),
-    ("7.3.3", "Compute NiN's resource use: parameters, compute, memory in training and in prediction.", 1147,
-     nin_resources),
-    ("7.4.2", "What is the smallest image size GoogLeNet can use?", 1595, googlenet_smallest),
-    ("7.4.3", "Compare the parameter sizes of AlexNet, VGG and NiN with GoogLeNet. How do the latter two "
-              "reduce them so much?", 1603, parameter_savings),
-    ("7.6.2–7.6.3", "Implement the variants of Table 1 of the ResNet paper; implement the bottleneck.", 2089,
-     resnet_variants),
-    ("7.7.2", "One advantage of DenseNet is that it has fewer parameters than ResNet. Why?", 2567, densenet_params),
-    ("7.7.3", "DenseNet is criticised for using too much memory. Is it true (try 224×224)? Is there another way "
-              "to reduce it; does it need a framework change?", 2575, densenet_memory),
-)
+#: The answer to each exercise of :data:`~profiler.site.content.EXERCISES`, by number.
+ANSWERS: dict[str, Callable[[ReportData], str]] = {
+    "7.1.3": alexnet_batches,
+    "7.1.4": alexnet_parts,
+    "7.2.2": vgg_vs_alexnet,
+    "7.2.3": shrink_input,
+    "7.3.3": nin_resources,
+    "7.4.2": googlenet_smallest,
+    "7.4.3": parameter_savings,
+    "7.6.2–7.6.3": resnet_variants,
+    "7.7.2": densenet_params,
+    "7.7.3": densenet_memory,
+}
 
 
 def exercises_page(data: ReportData) -> str:
     """``reports/exercises.md``."""
     lead = "\n\n".join([
         "The chapter-7 exercises of *Dive into Deep Learning* that ask what a network costs, answered with this "
-        f"tool's numbers. Questions are paraphrased from the course notes ({NOTES}, cited by line; not in this "
+        f"tool's numbers. Questions are paraphrased from the course notes ({NOTES_000}, cited by line; not in this "
         "repository). Each answer shows the command that prints its numbers; counted figures need no GPU, "
         f"memory is {PREDICTED_FOR} (the card of the committed reference), measured figures come from:",
         "\n".join(provenance_lines(data.measured)),
         f"Models: the book's definitions, 1 input channel, 10 classes, float32; batch {BATCH} unless stated.",
     ])
-    sections = [f"## {number}\n\n> {question} ({NOTES}, line {line})\n\n{answer(data)}"
-                for number, question, line, answer in EXERCISES]
+    sections = [f"## {e.number}\n\n> {e.question} ({NOTES_000}, line {e.line})\n\n{ANSWERS[e.number](data)}"
+                for e in EXERCISES]
     return page("Chapter 7 exercises about resources, answered with numbers", lead, sections)

@@ -13,10 +13,11 @@ from dataclasses import asdict
 from typing import Any
 
 from profiler.bandwidth.records import CATEGORIES, BandwidthResult, LayerTiming
+from profiler.counting import conventions
+from profiler.device import DeviceKind
 from profiler.device.nvml import MetricSummary
-from profiler.kinds import OPTIMIZER_ROW, OTHER_ROW
-from profiler.report.counts import CONVENTION as COUNT_CONVENTION
-from profiler.report.output import render_table, to_csv, to_json
+from profiler.format.output import render_table, to_csv, to_json
+from profiler.kinds import OPTIMIZER_ROW, OTHER_ROW, Mode
 from profiler.util.units import binary_unit, decimal_unit, fmt_scaled, human_bytes, shape_str
 
 CONVENTION = ("FLOPs and bytes are the static counts of the same step (python -m profiler flops); achieved FLOP/s "
@@ -32,12 +33,12 @@ NVML_LABELS = {"used_memory_bytes": "used memory", "gpu_util_percent": "GPU util
 
 def headline(result: BandwidthResult) -> str:
     """"measured on <GPU> (CUDA)" or "measured on CPU (...) — CPU figures only", then model, input, mode, steps."""
-    if result.device_kind == "cuda":
+    if result.device_kind == DeviceKind.CUDA:
         where = f"measured on {result.device_name} (CUDA)"
     else:
         where = f"measured on {result.device_name} — CPU figures only, no GPU figure"
     source = f" ({result.source})" if result.source else ""
-    mode = "training step" if result.mode == "train" else "inference"
+    mode = Mode(result.mode).words
     return (f"{where} · {result.model}{source} · input {shape_str(result.input_shape)} {result.dtype} · {mode} · "
             f"{result.steps} profiled steps after {result.warmup} warm-up")
 
@@ -52,12 +53,12 @@ def _percent(value: float | None) -> str:
 
 def _layer_table(result: BandwidthResult, fmt: str) -> str:
     rows = result.layers
-    train = result.mode == "train"
+    train = result.mode == Mode.TRAIN
     flop_div, flop_p = decimal_unit([r.flops or 0 for r in rows])
     byte_div, byte_u = binary_unit([r.bytes or 0 for r in rows])
     fps_div, fps_p = decimal_unit([r.flops_per_s or 0 for r in rows])
     bps_div, bps_p = decimal_unit([r.bytes_per_s or 0 for r in rows])
-    time_label = "kernel ms/step" if result.device_kind == "cuda" else "CPU ms/step"
+    time_label = "kernel ms/step" if result.device_kind == DeviceKind.CUDA else "CPU ms/step"
     headers = ["layer", "type", time_label, "% time", *(["fwd ms", "bwd ms"] if train else []),
                f"FLOPs ({flop_p or '1'})", f"bytes ({byte_u})", "FLOP/B", f"{fps_p}FLOP/s", f"{bps_p}B/s",
                "% peak FLOP/s", "% peak B/s", "roof", "bound"]
@@ -92,7 +93,7 @@ def _tera(value: float | None, unit: str) -> str:
 
 def _peaks_line(result: BandwidthResult) -> list[str]:
     p, sheet = result.peaks, result.datasheet
-    if result.device_kind != "cuda":
+    if result.device_kind != DeviceKind.CUDA:
         return [f"CPU peaks ({result.peaks_source}): copy {_tera(p.copy_bytes_per_s, 'B/s')} (read + write), "
                 f"FP32 matmul {_tera(p.fp32_flops_per_s, 'FLOP/s')}; ridge point {p.fp32_ridge:.1f} FLOP/B — "
                 f"{p.method}"]
@@ -125,7 +126,7 @@ def _metric(key: str, m: MetricSummary) -> str:
 
 
 def _nvml_lines(result: BandwidthResult) -> list[str]:
-    if result.device_kind != "cuda":
+    if result.device_kind != DeviceKind.CUDA:
         return []
     nvml = result.nvml
     if nvml is None or not nvml.available:
@@ -136,7 +137,7 @@ def _nvml_lines(result: BandwidthResult) -> list[str]:
 
 
 def _footer(result: BandwidthResult) -> list[str]:
-    cuda = result.device_kind == "cuda"
+    cuda = result.device_kind == DeviceKind.CUDA
     timer = "CUDA events" if cuda else "perf_counter"
     lines = [f"step time {result.step_ms:.3f} ms (median of {result.timed_steps}, {timer}, no profiler) · "
              f"{result.profiled_step_ms:.3f} ms profiled (layer ranges + torch.profiler"
@@ -225,7 +226,7 @@ def bandwidth_json(result: BandwidthResult) -> dict[str, Any]:
     obj = asdict(result)
     obj["input_shape"] = list(result.input_shape)
     head = {"measured_on": headline(result).split(" · ")[0], "convention": CONVENTION,
-            "count_convention": COUNT_CONVENTION}
+            "count_convention": conventions()}
     return _significant({**head, **obj})
 
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from profiler.counting import LayerStats
+from profiler.counting import LayerStats, conventions
+from profiler.format.counts import TRAIN_NOTE, format_stats
 from profiler.memory.trace import CATEGORIES
 from profiler.models.zoo import CHAPTER7
-from profiler.report.collect import BATCH, SIZES, ModelData, ReportData, SizeData
-from profiler.report.counts import CONVENTION, TRAIN_NOTE, format_stats
-from profiler.report.figures import FIGURES
-from profiler.report.markdown import (
-    H200_DATASHEET,
+from profiler.site.collect import BATCH, SIZES, ModelData, ReportData, SizeData
+from profiler.site.figures import FIGURES
+from profiler.site.markdown import (
+    FP32_RIDGE_FLOP_PER_BYTE,
     PREDICTED_FOR,
-    RIDGE_FLOP_PER_BYTE,
+    ROOFS,
     command,
     error,
     gib,
@@ -31,7 +31,7 @@ from profiler.report.markdown import (
     terabytes_per_s,
     teraflops_per_s,
 )
-from profiler.report.measured import MeasuredRun, Measurements
+from profiler.site.measured import MeasuredRun, Measurements
 from profiler.util.units import human_bytes, human_count
 
 TOP_LAYERS = 5
@@ -47,7 +47,7 @@ def _measured(measured: Measurements, name: str, size: int, train: bool) -> Meas
 
 def _sources(data: ReportData) -> str:
     lines = [
-        f"- counted: static analysis on meta tensors, exact for the model as written, no GPU. {CONVENTION}. "
+        f"- counted: static analysis on meta tensors, exact for the model as written, no GPU. {conventions()}. "
         f"{TRAIN_NOTE[0].upper()}{TRAIN_NOTE[1:]}.",
         f"- {prediction_line()}.",
         *provenance_lines(data.measured),
@@ -100,9 +100,9 @@ def _time_table(data: ReportData, size: int) -> str:
         cells = [name]
         for stats, train in ((sd.inference, False), (sd.train, True)):
             run = _measured(data.measured, name, size, train)
-            step_ms = run.ms_per_step if run else None
-            cells += [ms(step_ms), per_second(run.examples_per_s if run else None),
-                      teraflops_per_s(stats.totals.flops, step_ms), terabytes_per_s(stats.totals.bytes, step_ms)]
+            cells += [ms(run.ms_per_step if run else None), per_second(run.examples_per_s if run else None),
+                      teraflops_per_s(run.achieved_per_s(stats.totals.flops) if run else None),
+                      terabytes_per_s(run.achieved_per_s(stats.totals.bytes) if run else None)]
         rows.append(cells)
     return table(headers, rows)
 
@@ -136,7 +136,7 @@ def comparison_page(data: ReportData) -> str:
     """``reports/comparison.md``: the six chapter-7 models at 96 and 224, counted, predicted and measured."""
     copy = next((s for s in data.measured.sets if s.copy_bandwidth_bytes_per_s), None)
     copy_note = (f"For scale, the same file measured a device-to-device copy on the {copy.device} at "
-                 f"{copy.copy_bandwidth_bytes_per_s / 1e12:.2f} TB/s (read + write)." if copy else "")
+                 f"{terabytes_per_s(copy.copy_bandwidth_bytes_per_s)} TB/s (read + write)." if copy else "")
     lead = "\n\n".join([
         f"The d2l chapter-7 models as the book defines them — {', '.join(f'`{n}`' for n in CHAPTER7)} (VGG-11 and "
         "ResNet-18), 1 input channel (Fashion-MNIST), 10 classes, float32 — always in the chapter's order. "
@@ -251,17 +251,17 @@ def _breakdown_table(data: ReportData, model: ModelData) -> str:
 def _roofline(sd: SizeData) -> str:
     def below(layers: list[LayerStats]) -> str:
         working = [layer for layer in layers if layer.macs]
-        low = [layer for layer in working if layer.intensity < RIDGE_FLOP_PER_BYTE]
+        low = [layer for layer in working if layer.intensity < FP32_RIDGE_FLOP_PER_BYTE]
         macs = sum(layer.macs for layer in working)
         return (f"{len(low)} of {len(working)} layers with MACs "
                 f"({share(sum(layer.macs for layer in low), macs)} of the MACs)")
 
     return ("No roofline is drawn: it needs measured time per layer (see *By time* above). What can be said "
             "without a GPU is where each layer *would* sit on the x axis: the FLOP/B column of the per-layer tables "
-            f"below is its counted arithmetic intensity. For scale only ({H200_DATASHEET}), the FP32 ridge point is "
-            f"{RIDGE_FLOP_PER_BYTE:.1f} FLOP/B; below it a layer cannot keep the arithmetic units busy even at full "
-            f"bandwidth. At {sd.size}×{sd.size}, counted (not measured), {below(sd.layers.layers)} sit below it at "
-            f"batch 1, and {below(sd.inference.layers)} at batch {BATCH}. Convolutions run on TF32 tensor cores by "
+            f"below is its counted arithmetic intensity. For scale only ({ROOFS}), the FP32 ridge point is "
+            f"{FP32_RIDGE_FLOP_PER_BYTE:.1f} FLOP/B; below it a layer cannot keep the arithmetic units busy even at "
+            f"full bandwidth. At {sd.size}×{sd.size}, counted (not measured), {below(sd.layers.layers)} sit below it "
+            f"at batch 1, and {below(sd.inference.layers)} at batch {BATCH}. Convolutions run on TF32 tensor cores by "
             "default in PyTorch, which moves the ridge several times further right.")
 
 
@@ -334,7 +334,7 @@ def index_page(data: ReportData) -> str:
         "line is quoted beside it.",
         "## Determinism\n\nThe same code and the same `data/` give byte-identical markdown: fixed precision, fixed "
         "order (chapter order, then the zoo's), no timestamps but the measurement dates copied from the JSON. "
-        "Files are written only after everything is computed, each through a temporary file and a rename, so a "
-        "failure leaves the previous reports as they were.",
+        "Files are written only after everything is computed, as one set: staged in a temporary folder, then "
+        "renamed into place together, so a failure or an interruption leaves the previous reports as they were.",
     ]
     return page("Reports", lead, sections)

@@ -1,1 +1,0 @@
-"""Records → text: terminal tables and markdown (tabulate), JSON, CSV, plots, and the ``reports/`` generator."""
