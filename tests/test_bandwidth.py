@@ -191,6 +191,32 @@ def test_kernels_are_charged_to_the_range_around_the_op_that_launched_them():
     assert result.device_events == 5
 
 
+@pytest.mark.parametrize("typed", [False, True], ids=["by_name", "by_activity_type"])
+def test_a_runtime_call_outside_every_op_does_not_replace_the_op_whose_id_it_shares(typed: bool):
+    # cudaEventRecord of a step timer and cudaDeviceSynchronize run outside every op, so they have no linked id,
+    # and their correlation ids come from CUPTI's counter: here 11, the id of the convolution that launched the kernel
+    fwd = range_name("forward", "conv")
+
+    def cpu(name: str, start: int, end: int, corr: int, linked: int = 0, kind: str = "cpu_op") -> TraceEvent:
+        return TraceEvent(name, 1, start, end, False, corr, linked, kind if typed else "")
+
+    events = [cpu(fwd, 0, 100, 10, kind="user_annotation"), cpu("aten::convolution", 10, 90, 11),
+              cpu("cudaLaunchKernel", 20, 21, 500, linked=11, kind="cuda_runtime"),
+              cpu("cudaEventRecord", 200, 201, 11, kind="cuda_runtime"),
+              cpu("cudaDeviceSynchronize", 210, 260, 12, kind="cuda_runtime"),
+              _ev("conv_kernel", 7, 300, 340, corr=500, linked=11, device=True)]
+    result = kernel_times(events)
+    assert result.ns == {("conv", "forward"): 40} and result.unattributed_ns == 0
+
+
+def test_a_kernel_with_no_linked_op_is_unattributed_even_beside_an_event_of_id_0():
+    events = [_ev(range_name("forward", "a"), 1, 0, 100, corr=0), _ev("aten::add", 1, 10, 20, corr=1),
+              _ev("orphan_kernel", 7, 300, 310, corr=90, linked=0, device=True),
+              _ev("add_kernel", 7, 320, 325, corr=91, linked=1, device=True)]
+    result = kernel_times(events)
+    assert result.ns == {("a", "forward"): 5} and result.unattributed_ns == 10
+
+
 def test_work_the_engine_does_for_a_node_after_its_hooks_belongs_to_that_node():
     bwd = range_name("backward", "block.conv")
     engine = "autograd::engine::evaluate_function: ConvolutionBackward0"
@@ -216,13 +242,15 @@ def test_cpu_time_of_a_range_excludes_the_ranges_nested_in_it():
 
 
 class _RawEvent:
-    """A stand-in for torch's _KinetoEvent; ``kind=None`` mimics a torch without ``activity_type``."""
+    """A stand-in for torch's _KinetoEvent; ``kind=None`` mimics a torch without ``activity_type``, an int kind the
+    method's first form (an enum value, no name)."""
 
     def __init__(self, name: str, device: bool, start: int, duration: int, corr: int, linked: int,
-                 kind: str | None) -> None:
+                 kind: str | int | None) -> None:
         self._v = dict(name=name, device=device, start=start, duration=duration, corr=corr, linked=linked)
         if kind is not None:
             self.activity_type = lambda: kind
+        if isinstance(kind, str):
             self.is_user_annotation = lambda: kind == "user_annotation"
 
     def name(self) -> str:
@@ -247,10 +275,16 @@ class _RawEvent:
         return self._v["linked"]
 
 
-@pytest.mark.parametrize("with_activity_type", [True, False], ids=["activity_type", "older_torch"])
-def test_annotations_mirrored_on_the_gpu_timeline_are_not_kernels(with_activity_type: bool):
-    def kind(value: str) -> str | None:
-        return value if with_activity_type else None
+#: kineto's ActivityType enum values, as the first form of ``_KinetoEvent.activity_type`` returned them.
+_KINETO_ENUM = {"cpu_op": 0, "user_annotation": 1, "gpu_user_annotation": 2, "gpu_memcpy": 3, "gpu_memset": 4,
+                "kernel": 5, "cuda_runtime": 7}
+
+
+@pytest.mark.parametrize("activity", ["string", "absent", "int"], ids=["activity_type", "older_torch", "int_form"])
+def test_annotations_mirrored_on_the_gpu_timeline_are_not_kernels(activity: str):
+    # an int activity type names nothing comparable: the annotation fallback must decide, or every kernel is dropped
+    def kind(value: str) -> str | int | None:
+        return {"string": value, "absent": None, "int": _KINETO_ENUM[value]}[activity]
 
     fwd = range_name("forward", "0")
     raw = [_RawEvent(fwd, False, 0, 100, 1, 0, kind("user_annotation")),
