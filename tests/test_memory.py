@@ -259,6 +259,38 @@ def test_cpu_measurement_is_labelled_host_memory():
     assert data["peak_allocated_bytes"] > data["baseline_bytes"] > 7_900_000
 
 
+def test_a_fresh_process_measures_on_the_cpu_when_the_config_says_so():
+    from profiler.memory.measure import measure_in_subprocess
+
+    result = measure_in_subprocess(dict(name="lenet", size=28, batch=2, device="cpu"))
+    # every parameter its own storage, rounded up to 512 B as the caching allocator (and the measurement) does
+    weights = sum(round_size(4 * p.numel()) for p in build(resolve("lenet"), 28).parameters())
+    assert result.source == "measured" and result.device.endswith("host memory")
+    assert result.breakdown["weights"] == weights and result.peak_allocated_bytes > result.baseline_bytes
+
+
+def test_a_hung_measurement_is_stopped_and_reported_as_a_user_error(monkeypatch: pytest.MonkeyPatch):
+    from profiler.errors import ProfilerError
+    from profiler.memory import measure
+
+    def hangs(command, **kwargs):
+        raise subprocess.TimeoutExpired(command, kwargs["timeout"])
+
+    monkeypatch.setattr(measure.subprocess, "run", hangs)
+    with pytest.raises(ProfilerError, match=r"vgg at size 224, batch 128 did not finish within 90 s") as err:
+        measure.measure_in_subprocess(dict(name="vgg", size=224, batch=128, train=True), timeout_s=90)
+    assert err.value.exit_code == 2
+
+
+def test_trace_records_python_stacks_only(monkeypatch: pytest.MonkeyPatch):
+    from profiler.memory import measure
+
+    calls = []
+    monkeypatch.setattr(torch.cuda.memory, "_record_memory_history", lambda *a, **kw: calls.append((a, kw)))
+    measure.start_memory_history()
+    assert calls == [((), {"max_entries": 200_000, "stacks": "python"})]
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_measured_peak_is_close_to_predicted_on_this_gpu():
