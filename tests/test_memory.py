@@ -303,14 +303,18 @@ def test_measured_peak_is_close_to_predicted_on_this_gpu():
 
 # ------------------------------------------------------------------------------ calibration and GPU script
 
+def _alexnet_96_inference():
+    trace = trace_step(build(resolve("alexnet"), 96), (128, 1, 96, 96), train=False)
+    return trace, next(e.conv for e in trace.events if e.kind == "conv")
+
+
 def test_a_measured_workspace_overrides_the_fitted_rule():
     import copy
 
     from profiler.memory.calibration import calibration
 
     coefficients = copy.deepcopy(calibration()["cudnn"])
-    trace = trace_step(build(resolve("alexnet"), 96), (128, 1, 96, 96), train=False)
-    first_conv = next(e.conv for e in trace.events if e.kind == "conv")
+    trace, first_conv = _alexnet_96_inference()
     fitted = replay(trace, GPUS["h200"], coefficients).peak_allocated
     coefficients["measured"][f"forward:{first_conv.key()}"] = {"probe": 0, "run": 0}
     without = replay(trace, GPUS["h200"], coefficients)
@@ -319,6 +323,63 @@ def test_a_measured_workspace_overrides_the_fitted_rule():
     conv1_output = 128 * 96 * 22 * 22 * 4
     assert without.peak_allocated == without.baseline + 2 * conv1_output
     assert fitted == without.baseline + conv1_output + 28 * MiB
+
+
+def _workspace_table(entries: dict) -> dict:
+    return {"provenance": {"device": "NVIDIA H200", "torch": "2.11.0+cu130", "cuda": "13.0", "cudnn": "91900",
+                           "date": "2026-12-01T10:00:00+00:00"}, "measured": entries, "dry_run": False}
+
+
+def test_merging_a_measured_workspace_table_makes_the_predictor_use_it(tmp_path: Path):
+    from profiler.memory.calibration import CALIBRATION_FILE, merge_measured_workspaces
+
+    path = tmp_path / "calibration.json"
+    path.write_text(CALIBRATION_FILE.read_text())
+    trace, first_conv = _alexnet_96_inference()
+    table = {f"forward:{first_conv.key()}": {"probe": 0, "run": 0},
+             f"backward_data:{first_conv.key()}": {"probe": 3 * MiB, "run": MiB}}
+    merged = merge_measured_workspaces(_workspace_table(table), "reports/data/conv_workspaces_h200.json", path)
+    on_disk = json.loads(path.read_text())
+    assert on_disk == merged and on_disk["cudnn"]["measured"] == dict(sorted(table.items()))
+    assert on_disk["cudnn"]["forward"] == json.loads(CALIBRATION_FILE.read_text())["cudnn"]["forward"]
+    prov = on_disk["provenance"]
+    assert prov["measured_from"] == {"file": "reports/data/conv_workspaces_h200.json", "device": "NVIDIA H200",
+                                     "torch": "2.11.0+cu130", "cuda": "13.0", "cudnn": "91900",
+                                     "date": "2026-12-01T10:00:00+00:00", "entries": 2}
+    assert prov["summary"].startswith("cuDNN workspace coefficients fitted to reports/data/reference_h200_batch128")
+    assert "2 convolution passes measured one by one in reports/data/conv_workspaces_h200.json" in prov["summary"]
+    # without conv1's probe the inference peak is the baseline + conv1's output + the ReLU's output
+    replayed = replay(trace, GPUS["h200"], merged["cudnn"])
+    assert replayed.peak_allocated == replayed.baseline + 2 * 128 * 96 * 22 * 22 * 4
+    # merging again replaces the same entries and keeps the others
+    again = merge_measured_workspaces(_workspace_table({f"forward:{first_conv.key()}": {"probe": 5, "run": 1}}),
+                                      "reports/data/conv_workspaces_h200.json", path)
+    assert again["cudnn"]["measured"][f"forward:{first_conv.key()}"] == {"probe": 5, "run": 1}
+    assert len(again["cudnn"]["measured"]) == 2
+
+
+def test_the_calibration_file_is_written_as_it_was_formatted():
+    from profiler.memory.calibration import CALIBRATION_FILE, dump_calibration
+
+    assert dump_calibration(json.loads(CALIBRATION_FILE.read_text())) == CALIBRATION_FILE.read_text()
+
+
+@pytest.mark.parametrize(("doc", "message"), [
+    (dict(_workspace_table({}), dry_run=True), "is a dry run's table"),
+    (_workspace_table({"sideways:x128": {"probe": 1, "run": 1}}), "is not '<stage>:<convolution>'"),
+    (_workspace_table({"forward:x128": {"probe": 1.5, "run": 1}}), "is not '<stage>:<convolution>'"),
+    ({"measured": {}}, "is not a workspace table"),
+], ids=["dry_run", "stage", "fraction", "schema"])
+def test_a_table_that_is_not_measured_workspaces_is_refused_and_the_file_kept(tmp_path: Path, doc: dict,
+                                                                            message: str):
+    from profiler.errors import ProfilerError
+    from profiler.memory.calibration import CALIBRATION_FILE, merge_measured_workspaces
+
+    path = tmp_path / "calibration.json"
+    path.write_text(CALIBRATION_FILE.read_text())
+    with pytest.raises(ProfilerError, match=message):
+        merge_measured_workspaces(doc, "table.json", path)
+    assert path.read_text() == CALIBRATION_FILE.read_text()
 
 
 def test_gpu_script_covers_the_reference_configurations_and_their_convolutions():
