@@ -59,13 +59,20 @@ def conv_calls(run_configs: list[dict[str, Any]]) -> dict[str, ConvCall]:
     """The distinct convolutions (by calibration key, forward shapes) of the batch-128 fp32 configurations."""
     calls: dict[str, ConvCall] = {}
     for cfg in run_configs:
-        if cfg["batch"] != BATCH or cfg.get("dtype", "float32") != "float32":
-            continue
-        model = build(resolve(cfg["name"]), cfg["size"])
-        trace = trace_step(model, (BATCH, 1, cfg["size"], cfg["size"]), train=False)
-        for event in trace.events:
-            if event.kind == "conv":
-                calls.setdefault(event.conv.key(), event.conv)
+        if cfg["batch"] == BATCH and cfg.get("dtype", "float32") == "float32":
+            for key, conv in model_conv_calls(cfg["name"], cfg["size"], BATCH).items():
+                calls.setdefault(key, conv)
+    return calls
+
+
+def model_conv_calls(name: str, size: int, batch: int) -> dict[str, ConvCall]:
+    """The distinct convolutions of one model's fp32 forward at ``batch`` (traced on meta), by calibration key."""
+    spec = resolve(name)
+    trace = trace_step(build(spec, size), spec.input_shape(batch, size), train=False)
+    calls: dict[str, ConvCall] = {}
+    for event in trace.events:
+        if event.kind == "conv":
+            calls.setdefault(event.conv.key(), event.conv)
     return calls
 
 

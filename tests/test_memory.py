@@ -301,6 +301,23 @@ def test_measured_peak_is_close_to_predicted_on_this_gpu():
     assert abs(predicted.peak_allocated_bytes / measured.peak_allocated_bytes - 1) < 0.05
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize(("model", "size", "train"), [("alexnet", 96, False), ("nin", 96, True)])
+def test_cuda_peak_equals_the_plain_pytorch_reference_to_the_byte(model: str, size: int, train: bool):
+    # the GPU run checks all 24 (tests/test_gpu_results.py); these two are the smoke pass's live sample
+    from benchmarks.gpu_checks import version_mismatch
+    from profiler.memory.measure import measure_in_subprocess
+
+    measured = measure_in_subprocess(dict(name=model, size=size, batch=128, train=train))
+    why_not = version_mismatch(measured.provenance, REFERENCE)
+    if why_not:
+        pytest.skip(f"{why_not}: peaks are comparable to the byte only on the reference's versions")
+    [ref] = [r for r in REFERENCE["runs"] if (r["model"], r["size"], r["train"]) == (model, size, train)]
+    assert (measured.baseline_bytes, measured.peak_allocated_bytes) == (ref["baseline_allocated"],
+                                                                       ref["peak_allocated"])
+
+
 # ------------------------------------------------------------------------------ calibration and GPU script
 
 def _alexnet_96_inference():
