@@ -13,7 +13,11 @@ It writes, under ``--out``:
 * ``conv_workspaces_<gpu>.json`` — for every distinct convolution of those models at batch 128, the cuDNN workspace
   of each stage (forward, backward data, backward filter) on the first call (``probe``: PyTorch allocates the largest
   workspace among the heuristic's plans) and on a later call (``run``), in the format of the ``measured`` table of
-  ``profiler/memory/calibration.json``. Merge it there to replace the fitted rule for those convolutions.
+  ``profiler/memory/calibration.json``. Merge it there to replace the fitted rule for those convolutions:
+  ``python -m profiler.memory.calibration merge reports/data/conv_workspaces_<gpu>.json``.
+
+``benchmarks/gpu_run.sh`` runs all of this (and the bandwidth runs) in parallel fresh processes, resumably, in one
+command; this script is the same measurement one configuration after the other.
 
 About 6 s a configuration; the whole run takes a few minutes on an H100/H200.
 """
