@@ -1,7 +1,7 @@
 """Every GPU measurement of the project in one prepared command (issue 10), for a session that has an H100/H200
 for about ten minutes. The command::
 
-    PYTHONPATH=. bash benchmarks/gpu_run.sh --out /tmp/gpu-run --pack "$OUT" --budget-s 540
+    PYTHONPATH=. bash benchmarks/gpu_run.sh --out /tmp/gpu-run --pack "$OUT" --budget-s 420
 
 (``gpu_run.sh`` only puts the tree on ``PYTHONPATH`` and runs ``python -m benchmarks.gpu_run``.) In order, most
 valuable first, each result written as it finishes (one JSON line of ``DIR/results.jsonl``, flushed and synced):
@@ -26,11 +26,14 @@ valuable first, each result written as it finishes (one JSON line of ``DIR/resul
    ``gpu_run_<gpu>_summary.txt`` into ``--pack`` (default ``DIR``): two files, within what a device session brings
    back.
 
-About 5 minutes on an H100/H200 (smoke 1, memory 1, bandwidth 2, workspaces and extra memory 1); ``--budget-s``
-stops starting new work once spent (running work finishes; assembly and packing always happen), so a 10-minute
-command keeps room for a rerun. ``--resume`` skips every configuration ``DIR`` already holds a successful line for
-and re-runs what failed; on a fresh machine, unpack the archive into a folder of the work tree first (``tar xzf
-gpu_run_h200.tar.gz``) and pass that folder (``--out gpu_run_h200 --resume``).
+Estimated (no run yet) at about 4.5 minutes on an H100/H200: start and smoke pass 65 s, reference memory 45 s,
+bandwidth 100 s, workspaces and extra memory 50 s, assembly and result tests 10 s; the summary records each phase's
+real duration. ``--budget-s`` stops starting new work once spent (running work finishes, then assembly and packing
+always happen, about 30 s more): 420 s leaves a session with 15 minutes of device time room to rerun what failed or
+was cut off, on the same warm machine, with the same command and ``--resume``. ``--resume`` skips every
+configuration ``DIR`` already holds a successful line for and re-runs what failed; on a fresh machine, unpack the
+archive into a folder of the work tree first (``tar xzf gpu_run_h200.tar.gz``) and pass that folder (``--out
+gpu_run_h200 --resume``).
 
 Then commit, from the archive: ``gpu_memory_<gpu>.json``, ``conv_workspaces_<gpu>.json`` and
 ``gpu_bandwidth_<gpu>.json`` into ``reports/data/``; merge the workspaces with ``python -m profiler.memory.calibration
@@ -217,9 +220,9 @@ class Session:
                                                                 "breakdown", "phases")}
                 state["predicted"]["gpu"] = self.plan.predict_for
                 reserve = predicted["peak_reserved_bytes"]
-            except ProfilerError as err:
-                state["predicted"], state["prediction_error"] = None, str(err)
-                reserve = self.capacity_bytes  # unknown: measure it alone
+            except Exception as err:  # no prediction: still measure it (alone), and say why there is none
+                state["predicted"], state["prediction_error"] = None, f"{type(err).__name__}: {err}"
+                reserve = self.capacity_bytes
             return reserve + DEVICE_OVERHEAD_BYTES
 
         def work() -> None:
@@ -230,9 +233,10 @@ class Session:
             try:
                 line["measured"] = asdict(measure_in_subprocess(config, timeout_s=self.args.timeout_s))
                 line["status"] = OK
-            except ProfilerError as err:
-                line.update(status=FAILED, error=str(err), measured={"out_of_memory": err.exit_code == 3,
-                                                                     "error": str(err), "peak_allocated_bytes": 0})
+            except Exception as err:  # a ProfilerError (the child's one line), or a child's garbled output
+                error = str(err) if isinstance(err, ProfilerError) else f"{type(err).__name__}: {err}"
+                line.update(status=FAILED, error=error, measured={
+                    "out_of_memory": getattr(err, "exit_code", None) == 3, "error": error, "peak_allocated_bytes": 0})
             errors = compare(line["measured"], line["predicted"]) if line["predicted"] else {}
             line.update(errors, seconds=round(time.monotonic() - started, 2))
             self.record(line)
@@ -461,8 +465,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="work folder: results.jsonl, run.log and the "
                                                                   "assembled files (created if missing)")
     parser.add_argument("--pack", type=Path, help="folder for the archive and the summary (default: --out)")
-    parser.add_argument("--budget-s", type=float, default=540.0,
-                        help="start no new work after this many seconds (default: 540)")
+    parser.add_argument("--budget-s", type=float, default=420.0,
+                        help="start no new work after this many seconds (default: 420)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out: skip what succeeded, "
                                                                "re-run what failed")
     parser.add_argument("--jobs", type=int, default=4, help="memory configurations measured at once, each in its "

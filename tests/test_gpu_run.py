@@ -207,6 +207,34 @@ def test_a_worker_that_produces_nothing_fails_its_configurations_once_with_why(t
     assert [session.store.get(k)["error"] for k in ("k1", "k2")] == ["no peaks: RuntimeError: CUPTI missing"] * 2
 
 
+def test_a_configuration_that_cannot_be_predicted_or_measured_is_recorded_and_the_run_goes_on(tmp_path: Path,
+                                                                                              monkeypatch):
+    from profiler.memory import measure, runner
+
+    real_predict = runner.predict_config
+
+    def predict(**config):
+        if config["train"]:
+            raise RuntimeError("trace failed")
+        return real_predict(**config)
+
+    def measure_child(config, timeout_s):
+        if config["train"]:
+            raise ProfilerError(f"the measurement of lenet did not finish within {timeout_s:g} s and was stopped")
+        return real_predict(config["name"], config["size"], config["batch"])  # stands in for the child's result
+
+    monkeypatch.setattr(runner, "predict_config", predict)
+    monkeypatch.setattr(measure, "measure_in_subprocess", measure_child)
+    session = _session(tmp_path, capacity_bytes=1 << 40)
+    configs = [dict(name="lenet", size=28, batch=2, train=True), dict(name="lenet", size=28, batch=2, train=False)]
+    session.run_pool([session.memory_job(c) for c in configs], max_jobs=2)
+    failed, done = (session.store.get(memory_key(c)) for c in configs)
+    assert failed["status"] == "failed" and failed["prediction_error"] == "RuntimeError: trace failed"
+    assert failed["error"] == "the measurement of lenet did not finish within 5 s and was stopped"
+    assert failed["predicted"] is None and failed["measured"]["peak_allocated_bytes"] == 0
+    assert done["status"] == "ok" and done["allocated_error_percent"] == 0.0  # measured = predicted here
+
+
 # --- setting up a run --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("flag", ["--out", "--pack"])
