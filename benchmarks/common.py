@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import math
 import os
 import platform
@@ -204,3 +205,38 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def without_non_finite(obj: Any, where: str = "") -> tuple[Any, dict[str, str]]:
+    """``obj`` with every NaN or infinite float replaced by None (JSON has no such numbers), and where each was:
+    JSON path → the value's repr (``{"runs[3].peaks.copy_bytes_per_s": "nan"}``)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None, {where or "$": repr(obj)}
+    found: dict[str, str] = {}
+    if isinstance(obj, dict):
+        clean = {}
+        for key, value in obj.items():
+            clean[key], inner = without_non_finite(value, f"{where}.{key}" if where else str(key))
+            found.update(inner)
+        return clean, found
+    if isinstance(obj, (list, tuple)):
+        items = []
+        for index, value in enumerate(obj):
+            item, inner = without_non_finite(value, f"{where}[{index}]")
+            items.append(item)
+            found.update(inner)
+        return items, found
+    return obj, found
+
+
+#: The key under which a written document lists the non-finite numbers it holds as null.
+NON_FINITE_KEY = "non_finite"
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Write ``doc`` atomically as indented JSON. A NaN or infinity (a failed measurement's figure) is written as
+    null and listed under ``non_finite`` with its path and value, so one bad number loses nothing else."""
+    clean, found = without_non_finite(doc)
+    if found:
+        clean[NON_FINITE_KEY] = {**clean.get(NON_FINITE_KEY, {}), **found}
+    write_atomic(path, json.dumps(clean, indent=1, allow_nan=False, default=str) + "\n")

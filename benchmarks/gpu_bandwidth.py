@@ -15,7 +15,8 @@ least ``--min-profiled-s`` so that NVML's samples cover enough time). It writes,
   json`` prints (per-layer times and rates, NVML summary and timeline);
 * ``roofline_<device>_<model>.png`` — the model's four rooflines: inference above training, 96 left of 224.
 
-Eight files in all (six PNGs), so the whole output fits one return of a remote runner that brings back eight.
+Eight files in all (six PNGs), so the whole output fits one return of a remote runner that brings back eight. A NaN
+or infinite figure is written as null and listed under ``non_finite`` (path and value), never lost with the file.
 
 A few seconds a configuration; a few minutes in all on an H100/H200. Regenerate by running it again.
 ``--device cpu --batch 2 --out /tmp/x`` is a dry run of the script itself on the CPU (CPU figures; not for
@@ -25,26 +26,20 @@ committing).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 import traceback
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import torch
+
+from benchmarks.common import write_json
 
 MODELS = ("alexnet", "vgg", "nin", "googlenet", "resnet", "densenet")
 SIZES = (96, 224)
 BATCH = 128
-
-
-def _write(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     peaks = measure(device, provenance["device"], provenance)
     sheet = datasheet_for(provenance["device"]) if device.type == "cuda" else None
     datasheet = asdict(sheet) if sheet else None
-    _write(out / f"peaks_{slug}.json", {"peaks": peaks_json(peaks), "datasheet": datasheet,
+    write_json(out / f"peaks_{slug}.json", {"peaks": peaks_json(peaks), "datasheet": datasheet,
                                          "regenerate": provenance["command"]})
     print(f"peaks of {provenance['device']}: " + ", ".join(f"{key} {value / 1e12:.3f} T/s" for key, value in
                                                         peaks_json(peaks).items() if isinstance(value, float)),
@@ -126,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                                f"regenerate: {provenance['command']}")
     doc = {"provenance": provenance, "seconds": round(time.time() - started, 1), "peaks": peaks_json(peaks),
            "datasheet": datasheet, "runs": runs, "errors": errors}
-    _write(out / f"bandwidth_{slug}.json", doc)
+    write_json(out / f"bandwidth_{slug}.json", doc)
     print(f"{len(runs)} runs, {len(errors)} failed, {doc['seconds']} s; wrote {out}/bandwidth_{slug}.json, "
           f"peaks_{slug}.json and roofline_{slug}_<model>.png")
     return 1 if errors else 0

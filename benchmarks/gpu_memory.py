@@ -13,7 +13,11 @@ It writes, under ``--out``:
 * ``conv_workspaces_<gpu>.json`` — for every distinct convolution of those models at batch 128, the cuDNN workspace
   of each stage (forward, backward data, backward filter) on the first call (``probe``: PyTorch allocates the largest
   workspace among the heuristic's plans) and on a later call (``run``), in the format of the ``measured`` table of
-  ``profiler/memory/calibration.json``. Merge it there to replace the fitted rule for those convolutions.
+  ``profiler/memory/calibration.json``. Merge it there to replace the fitted rule for those convolutions:
+  ``python -m profiler.memory.calibration merge reports/data/conv_workspaces_<gpu>.json``.
+
+``benchmarks/gpu_run.sh`` runs all of this (and the bandwidth runs) in parallel fresh processes, resumably, in one
+command; this script is the same measurement one configuration after the other.
 
 About 6 s a configuration; the whole run takes a few minutes on an H100/H200.
 """
@@ -21,8 +25,6 @@ About 6 s a configuration; the whole run takes a few minutes on an H100/H200.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -31,6 +33,9 @@ from typing import Any
 
 import torch
 
+from benchmarks.common import write_json
+from profiler.errors import ProfilerError
+from profiler.gpus import gpu_for_device
 from profiler.memory.runner import predict_config
 from profiler.memory.trace import ConvCall, trace_step
 from profiler.models import build, resolve
@@ -38,6 +43,8 @@ from profiler.models.zoo import CHAPTER7
 from profiler.step import StepConfig
 
 BATCH = 128
+#: Seconds after which one configuration's fresh process is stopped (they take 5-8 s on an H100/H200).
+MEASURE_TIMEOUT_S = 120.0
 
 
 def configs() -> list[dict[str, Any]]:
@@ -57,13 +64,20 @@ def conv_calls(run_configs: list[dict[str, Any]]) -> dict[str, ConvCall]:
     """The distinct convolutions (by calibration key, forward shapes) of the batch-128 fp32 configurations."""
     calls: dict[str, ConvCall] = {}
     for cfg in run_configs:
-        if cfg["batch"] != BATCH or cfg.get("dtype", "float32") != "float32":
-            continue
-        model = build(resolve(cfg["name"]), cfg["size"])
-        trace = trace_step(model, (BATCH, 1, cfg["size"], cfg["size"]), StepConfig.make())
-        for event in trace.events:
-            if event.kind == "conv":
-                calls.setdefault(event.conv.key(), event.conv)
+        if cfg["batch"] == BATCH and cfg.get("dtype", "float32") == "float32":
+            for key, conv in model_conv_calls(cfg["name"], cfg["size"], BATCH).items():
+                calls.setdefault(key, conv)
+    return calls
+
+
+def model_conv_calls(name: str, size: int, batch: int) -> dict[str, ConvCall]:
+    """The distinct convolutions of one model's fp32 forward at ``batch`` (traced on meta), by calibration key."""
+    spec = resolve(name)
+    trace = trace_step(build(spec, size), spec.input_shape(batch, size), StepConfig.make())
+    calls: dict[str, ConvCall] = {}
+    for event in trace.events:
+        if event.kind == "conv":
+            calls.setdefault(event.conv.key(), event.conv)
     return calls
 
 
@@ -128,30 +142,53 @@ def provenance() -> dict[str, Any]:
 
 
 def gpu_key(device_name: str) -> str:
-    """The --gpu key predictions use for this card ("h200" for an H200, else "h100")."""
-    return "h200" if "H200" in device_name.upper() else "h100"
+    """The catalogue key of this card (``profiler.gpus.gpu_for_device``: "h200" for an H200), the --gpu that
+    predictions for it use; a user error for a card the catalogue lacks (nothing to predict for)."""
+    spec = gpu_for_device(device_name)
+    if spec is None:
+        raise ProfilerError(f"{device_name} is not in the GPU catalogue (profiler/gpus.py): add it there first, so "
+                            "that predictions for it can be compared with the measurements")
+    return spec.key
+
+
+def error_summary(runs: list[dict[str, Any]]) -> str:
+    """One line on the prediction errors of ``runs`` (entries with ``allocated_error_percent``): largest and mean
+    absolute error in percent of the measurement, and how many runs have none (failed or out of memory)."""
+    errors = [abs(r["allocated_error_percent"]) for r in runs if r["allocated_error_percent"] is not None]
+    missing = len(runs) - len(errors)
+    failed = f"; {missing} without a measurement (failed or out of memory)" if missing else ""
+    if not errors:
+        return f"{len(runs)} configurations; no prediction error: no measurement succeeded{failed}"
+    return (f"{len(runs)} configurations; prediction error max {max(errors):.2f} %, mean "
+            f"{sum(errors) / len(errors):.2f} %{failed}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="reports/data", help="output folder (default: reports/data)")
     parser.add_argument("--skip-workspaces", action="store_true", help="skip the per-convolution workspace table")
+    parser.add_argument("--timeout-s", type=float, default=MEASURE_TIMEOUT_S,
+                        help=f"stop a measurement that has not finished after this long and go on (default: "
+                             f"{MEASURE_TIMEOUT_S:g})")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         sys.stderr.write("gpu_memory.py needs a CUDA GPU\n")
         return 2
-    from profiler.errors import ProfilerError
     from profiler.memory.measure import measure_in_subprocess
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    key = gpu_key(torch.cuda.get_device_name())
+    try:
+        key = gpu_key(torch.cuda.get_device_name())
+    except ProfilerError as err:
+        sys.stderr.write(f"gpu_memory.py: {err}\n")
+        return 2
     runs = []
     started = time.time()
     for cfg in configs():
         predicted = asdict(predict_config(**cfg, gpu=key))
         try:
-            measured = asdict(measure_in_subprocess(cfg))
+            measured = asdict(measure_in_subprocess(cfg, timeout_s=args.timeout_s))
         except ProfilerError as err:
             measured = {"out_of_memory": err.exit_code == 3, "error": str(err), "peak_allocated_bytes": 0}
         entry = {"config": cfg, "measured": measured,
@@ -162,20 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{cfg}: measured {measured['peak_allocated_bytes']:,} predicted "
               f"{predicted['peak_allocated_bytes']:,} error {entry['allocated_error_percent']} %", flush=True)
     doc = {"provenance": provenance(), "seconds": round(time.time() - started, 1), "runs": runs}
-    _write(out / f"gpu_memory_{key}.json", doc)
+    write_json(out / f"gpu_memory_{key}.json", doc)
     if not args.skip_workspaces:
         table = measure_conv_workspaces(conv_calls(configs()))
-        _write(out / f"conv_workspaces_{key}.json", {"provenance": provenance(), "measured": table})
-    errors = [abs(r["allocated_error_percent"]) for r in runs if r["allocated_error_percent"] is not None]
-    print(f"{len(runs)} configurations; prediction error max {max(errors):.2f} %, "
-          f"mean {sum(errors) / len(errors):.2f} %")
+        write_json(out / f"conv_workspaces_{key}.json", {"provenance": provenance(), "measured": table})
+    print(error_summary(runs))
     return 0
-
-
-def _write(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -280,6 +280,38 @@ def test_the_formatter_reads_the_device_kind_not_the_device_name():
     assert "torch.cuda.max_memory_reserved" in format_memory([gpu], "table")
 
 
+def test_a_fresh_process_measures_on_the_cpu_when_the_config_says_so():
+    from profiler.memory.measure import measure_in_subprocess
+
+    result = measure_in_subprocess(dict(name="lenet", size=28, batch=2, device="cpu"))
+    # every parameter its own storage, rounded up to 512 B as the caching allocator (and the measurement) does
+    weights = sum(round_size(4 * p.numel()) for p in build(resolve("lenet"), 28).parameters())
+    assert result.source == "measured" and result.device.endswith("host memory")
+    assert result.breakdown["weights"] == weights and result.peak_allocated_bytes > result.baseline_bytes
+
+
+def test_a_hung_measurement_is_stopped_and_reported_as_a_user_error(monkeypatch: pytest.MonkeyPatch):
+    from profiler.errors import ProfilerError
+    from profiler.memory import measure
+
+    def hangs(command, **kwargs):
+        raise subprocess.TimeoutExpired(command, kwargs["timeout"])
+
+    monkeypatch.setattr(measure.subprocess, "run", hangs)
+    with pytest.raises(ProfilerError, match=r"vgg at size 224, batch 128 did not finish within 90 s") as err:
+        measure.measure_in_subprocess(dict(name="vgg", size=224, batch=128, train=True), timeout_s=90)
+    assert err.value.exit_code == 2
+
+
+def test_trace_records_python_stacks_only(monkeypatch: pytest.MonkeyPatch):
+    from profiler.memory import measure
+
+    calls = []
+    monkeypatch.setattr(torch.cuda.memory, "_record_memory_history", lambda *a, **kw: calls.append((a, kw)))
+    measure.start_memory_history()
+    assert calls == [((), {"max_entries": 200_000, "stacks": "python"})]
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_measured_peak_is_close_to_predicted_on_this_gpu():
@@ -290,7 +322,29 @@ def test_measured_peak_is_close_to_predicted_on_this_gpu():
     assert abs(predicted.peak_allocated_bytes / measured.peak_allocated_bytes - 1) < 0.05
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize(("model", "size", "train"), [("alexnet", 96, False), ("nin", 96, True)])
+def test_cuda_peak_equals_the_plain_pytorch_reference_to_the_byte(model: str, size: int, train: bool):
+    # the GPU run checks all 24 (tests/test_gpu_results.py); these two are the smoke pass's live sample
+    from benchmarks.gpu_checks import version_mismatch
+    from profiler.memory.measure import measure_in_subprocess
+
+    measured = measure_in_subprocess(dict(name=model, size=size, batch=128, train=train))
+    why_not = version_mismatch(measured.provenance, REFERENCE)
+    if why_not:
+        pytest.skip(f"{why_not}: peaks are comparable to the byte only on the reference's versions")
+    [ref] = [r for r in REFERENCE["runs"] if (r["model"], r["size"], r["train"]) == (model, size, train)]
+    assert (measured.baseline_bytes, measured.peak_allocated_bytes) == (ref["baseline_allocated"],
+                                                                       ref["peak_allocated"])
+
+
 # ------------------------------------------------------------------------------ calibration and GPU script
+
+def _alexnet_96_inference():
+    trace = trace_step(build(resolve("alexnet"), 96), (128, 1, 96, 96), StepConfig.make())
+    return trace, next(e.conv for e in trace.events if e.kind == "conv")
+
 
 def test_a_measured_workspace_overrides_the_fitted_rule():
     import copy
@@ -298,8 +352,7 @@ def test_a_measured_workspace_overrides_the_fitted_rule():
     from profiler.memory.calibration import calibration
 
     coefficients = copy.deepcopy(calibration()["cudnn"])
-    trace = trace_step(build(resolve("alexnet"), 96), (128, 1, 96, 96), StepConfig.make())
-    first_conv = next(e.conv for e in trace.events if e.kind == "conv")
+    trace, first_conv = _alexnet_96_inference()
     fitted = replay(trace, GPUS["h200"], coefficients).peak_allocated
     coefficients["measured"][f"forward:{first_conv.key()}"] = {"probe": 0, "run": 0}
     without = replay(trace, GPUS["h200"], coefficients)
@@ -308,6 +361,63 @@ def test_a_measured_workspace_overrides_the_fitted_rule():
     conv1_output = 128 * 96 * 22 * 22 * 4
     assert without.peak_allocated == without.baseline + 2 * conv1_output
     assert fitted == without.baseline + conv1_output + 28 * MiB
+
+
+def _workspace_table(entries: dict) -> dict:
+    return {"provenance": {"device": "NVIDIA H200", "torch": "2.11.0+cu130", "cuda": "13.0", "cudnn": "91900",
+                           "date": "2026-12-01T10:00:00+00:00"}, "measured": entries, "dry_run": False}
+
+
+def test_merging_a_measured_workspace_table_makes_the_predictor_use_it(tmp_path: Path):
+    from profiler.memory.calibration import CALIBRATION_FILE, merge_measured_workspaces
+
+    path = tmp_path / "calibration.json"
+    path.write_text(CALIBRATION_FILE.read_text())
+    trace, first_conv = _alexnet_96_inference()
+    table = {f"forward:{first_conv.key()}": {"probe": 0, "run": 0},
+             f"backward_data:{first_conv.key()}": {"probe": 3 * MiB, "run": MiB}}
+    merged = merge_measured_workspaces(_workspace_table(table), "reports/data/conv_workspaces_h200.json", path)
+    on_disk = json.loads(path.read_text())
+    assert on_disk == merged and on_disk["cudnn"]["measured"] == dict(sorted(table.items()))
+    assert on_disk["cudnn"]["forward"] == json.loads(CALIBRATION_FILE.read_text())["cudnn"]["forward"]
+    prov = on_disk["provenance"]
+    assert prov["measured_from"] == {"file": "reports/data/conv_workspaces_h200.json", "device": "NVIDIA H200",
+                                     "torch": "2.11.0+cu130", "cuda": "13.0", "cudnn": "91900",
+                                     "date": "2026-12-01T10:00:00+00:00", "entries": 2}
+    assert prov["summary"].startswith("cuDNN workspace coefficients fitted to reports/data/reference_h200_batch128")
+    assert "2 convolution passes measured one by one in reports/data/conv_workspaces_h200.json" in prov["summary"]
+    # without conv1's probe the inference peak is the baseline + conv1's output + the ReLU's output
+    replayed = replay(trace, GPUS["h200"], merged["cudnn"])
+    assert replayed.peak_allocated == replayed.baseline + 2 * 128 * 96 * 22 * 22 * 4
+    # merging again replaces the same entries and keeps the others
+    again = merge_measured_workspaces(_workspace_table({f"forward:{first_conv.key()}": {"probe": 5, "run": 1}}),
+                                      "reports/data/conv_workspaces_h200.json", path)
+    assert again["cudnn"]["measured"][f"forward:{first_conv.key()}"] == {"probe": 5, "run": 1}
+    assert len(again["cudnn"]["measured"]) == 2
+
+
+def test_the_calibration_file_is_written_as_it_was_formatted():
+    from profiler.memory.calibration import CALIBRATION_FILE, dump_calibration
+
+    assert dump_calibration(json.loads(CALIBRATION_FILE.read_text())) == CALIBRATION_FILE.read_text()
+
+
+@pytest.mark.parametrize(("doc", "message"), [
+    (dict(_workspace_table({}), dry_run=True), "is a dry run's table"),
+    (_workspace_table({"sideways:x128": {"probe": 1, "run": 1}}), "is not '<stage>:<convolution>'"),
+    (_workspace_table({"forward:x128": {"probe": 1.5, "run": 1}}), "is not '<stage>:<convolution>'"),
+    ({"measured": {}}, "is not a workspace table"),
+], ids=["dry_run", "stage", "fraction", "schema"])
+def test_a_table_that_is_not_measured_workspaces_is_refused_and_the_file_kept(tmp_path: Path, doc: dict,
+                                                                            message: str):
+    from profiler.errors import ProfilerError
+    from profiler.memory.calibration import CALIBRATION_FILE, merge_measured_workspaces
+
+    path = tmp_path / "calibration.json"
+    path.write_text(CALIBRATION_FILE.read_text())
+    with pytest.raises(ProfilerError, match=message):
+        merge_measured_workspaces(doc, "table.json", path)
+    assert path.read_text() == CALIBRATION_FILE.read_text()
 
 
 def test_gpu_script_covers_the_reference_configurations_and_their_convolutions():

@@ -86,8 +86,9 @@ class BandwidthResult:
     ``step_ms``: median step time over ``timed_steps`` steps without profiling (CUDA events on a GPU,
     ``perf_counter`` on the CPU); ``profiled_step_ms``: the same over the ``steps`` profiled steps (ranges, hooks,
     profiler and NVML sampling on), so ``overhead_percent`` is the profiler's cost. ``attributed_ms`` sums the rows
-    (``(other)`` included) per profiled step; on a GPU ``idle_ms`` is the rest of the mean profiled step, when no
-    kernel ran (launch gaps, hooks). ``flops``/``bytes`` are the static counts of the step,
+    (``(other)`` included) per profiled step; on a GPU ``busy_ms`` is the union of the kernel intervals per
+    profiled step (the time some kernel ran; overlapping kernels count once) and ``idle_ms`` the rest of the mean
+    profiled step, when no kernel ran (launch gaps, hooks). ``flops``/``bytes`` are the static counts of the step,
     ``step_flops_per_s``/``step_bytes_per_s`` those ÷ the step time. ``time_basis`` says what a row's time is."""
 
     model: str
@@ -120,3 +121,4 @@ class BandwidthResult:
     settings: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    busy_ms: float | None = None

@@ -290,7 +290,8 @@ def _result(stats: ModelStats, measured: _Measured, steps: int, warmup: int, dev
         shares=shares, peaks=peaks, peaks_source=peaks_source,
         datasheet=datasheet_for(provenance["device"]) if cuda else None, nvml=measured.nvml,
         settings=numerics if cuda else {"cpu_threads": numerics["cpu_threads"]},
-        provenance=provenance, notes=notes)
+        provenance=provenance, notes=notes,
+        busy_ms=measured.attribution.busy_ns / profiled_steps / 1e6 if cuda else None)
 
 
 def _rows(stats: ModelStats, modules: dict[str, nn.Module], attribution: Attribution, steps: int,

@@ -22,13 +22,17 @@ counter (:mod:`profiler.scopes`).
 
 Attribution. The profiler's raw events (:func:`trace_events`) are plain intervals with a thread. On a GPU, each
 kernel (or memcpy/memset) names the CPU op that launched it (``linked_correlation_id``); the kernel belongs to the
-innermost layer range enclosing that op on the op's thread (:func:`kernel_times`). On the CPU, a layer's time is the
-wall time inside its ranges minus the time inside nested layer ranges (:func:`cpu_times`); what a step spends outside
-every layer range (autograd engine, hooks, Python between layers) is reported apart, so the rows add up to the step.
+innermost layer range enclosing that op on the op's thread (:func:`kernel_times`). Only torch ops and ranges are
+launchers: CUDA runtime calls outside every op (``cudaEventRecord`` of the step timers, ``cudaDeviceSynchronize``)
+also have no linked id, but their ``correlation_id`` is CUPTI's, a numbering that collides with the ops'. On the
+CPU, a layer's time is the wall time inside its ranges minus the time inside nested layer ranges (:func:`cpu_times`);
+what a step spends outside every layer range (autograd engine, hooks, Python between layers) is reported apart, so
+the rows add up to the step.
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -50,6 +54,10 @@ FORWARD, BACKWARD, OPTIMIZER = "forward", "backward", "optimizer"
 EVALUATE_FUNCTION = "autograd::engine::evaluate_function: "
 #: Device activities that occupy the GPU (kineto's names); annotations mirrored on the GPU timeline are not work.
 DEVICE_WORK = frozenset({"kernel", "gpu_memcpy", "gpu_memset"})
+#: CPU activities that are torch ops or ranges (kineto's names): the only events a kernel's linked id may name.
+TORCH_OPS = frozenset({"cpu_op", "user_annotation"})
+#: CUDA runtime (cudaEventRecord) and driver (cuLaunchKernel) calls, by name, where torch reports no activity type.
+CUDA_API_CALL = re.compile(r"cu(da)?[A-Z]")
 
 
 def range_name(phase: str, layer: str) -> str:
@@ -163,8 +171,9 @@ class LayerRanges(StepObserver):
 class TraceEvent:
     """One profiler event as an interval. ``on_device``: GPU work (kernel, memcpy, memset); ``linked_id``: for GPU
     work, the ``correlation_id`` of the CPU op that launched it; 0 for CPU ops and ranges, whose ``correlation_id``
-    is their own. CUDA runtime calls (``cudaLaunchKernel``) are CPU events with a ``linked_id``: their own
-    ``correlation_id`` is CUPTI's, a different numbering, so they must not be taken for ops."""
+    is their own. CUDA runtime calls (``cudaLaunchKernel``) are CPU events whose own ``correlation_id`` is CUPTI's,
+    a different numbering, so they must not be taken for ops (:attr:`is_torch_op`). ``activity``: kineto's activity
+    type ("cpu_op", "cuda_runtime", "kernel", ...) where this torch reports it as a string, else ""."""
 
     name: str
     thread: int
@@ -173,10 +182,21 @@ class TraceEvent:
     on_device: bool = False
     correlation_id: int = 0
     linked_id: int = 0
+    activity: str = ""
 
     @property
     def duration_ns(self) -> int:
         return self.end_ns - self.start_ns
+
+    @property
+    def is_torch_op(self) -> bool:
+        """A torch op or range (a CPU event that may launch kernels under its own ``correlation_id``): by activity
+        type where known, else any CPU event without a linked id that is not named like a CUDA API call."""
+        if self.on_device or self.linked_id:
+            return False
+        if self.activity:
+            return self.activity in TORCH_OPS
+        return not CUDA_API_CALL.match(self.name)
 
 
 def trace_events(prof: torch.profiler.profile) -> list[TraceEvent]:
@@ -184,7 +204,7 @@ def trace_events(prof: torch.profiler.profile) -> list[TraceEvent]:
 
     Reads the kineto events directly (cheaper than ``prof.events()``, which builds a tree and matches memory
     records). GPU events that are not work — annotations the profiler mirrors onto the GPU timeline — are dropped:
-    by their activity type where this torch reports it, else by matching a CPU annotation's name."""
+    by their activity type where this torch reports it as a string, else by matching a CPU annotation's name."""
     raw = prof.profiler.kineto_results.events()
     cpu_type = torch.autograd.DeviceType.CPU
     annotations = {e.name() for e in raw if e.device_type() == cpu_type and _is_annotation(e)}
@@ -195,8 +215,16 @@ def trace_events(prof: torch.profiler.profile) -> list[TraceEvent]:
             continue
         start = e.start_ns()
         events.append(TraceEvent(e.name(), e.start_thread_id(), start, start + e.duration_ns(), on_device,
-                                 e.correlation_id(), e.linked_correlation_id()))
+                                 e.correlation_id(), e.linked_correlation_id(), activity_type(e)))
     return events
+
+
+def activity_type(event: Any) -> str:
+    """kineto's activity type of a raw event ("kernel", "cpu_op", ...), or "" where this torch has none: the method
+    arrived after torch 2.11, and its first form returned an int, which names nothing we can compare."""
+    method = getattr(event, "activity_type", None)
+    kind = method() if method is not None else None
+    return kind if isinstance(kind, str) else ""
 
 
 def _is_annotation(event: Any) -> bool:
@@ -207,9 +235,9 @@ def _is_annotation(event: Any) -> bool:
 
 
 def _is_device_work(event: Any, annotations: set[str]) -> bool:
-    kind = getattr(event, "activity_type", None)
-    if kind is not None:
-        return kind() in DEVICE_WORK
+    kind = activity_type(event)
+    if kind:
+        return kind in DEVICE_WORK
     return event.name() not in annotations
 
 
@@ -261,16 +289,17 @@ def kernel_times(events: list[TraceEvent]) -> Attribution:
     """GPU work time per layer range: each kernel goes to the innermost range (backward ranges :func:`widened`)
     enclosing the op that launched it.
 
-    A kernel launched by a range itself (a correlation id that names the range) goes to that range; a kernel whose
-    launching op is unknown, or outside every layer range, is unattributed."""
-    cpu = {e.correlation_id: e for e in events if not e.on_device and e.linked_id == 0}
+    A kernel launched by a range itself (a correlation id that names the range) goes to that range; a kernel with no
+    linked op (linked id 0), whose launching op is unknown, or outside every layer range, is unattributed. Launchers
+    are torch ops and ranges only (:attr:`TraceEvent.is_torch_op`, module docstring)."""
+    cpu = {e.correlation_id: e for e in events if e.is_torch_op}
     ranges = widened(events)
     work = [e for e in events if e.on_device]
-    launchers = {cpu[k.linked_id] for k in work if k.linked_id in cpu}
+    launchers = {cpu[k.linked_id] for k in work if k.linked_id and k.linked_id in cpu}
     owner = enclosing(ranges, (op for op in launchers if not parse_range(op.name)))
     result = Attribution(device_events=len(work), busy_ns=_union_ns(work))
     for kernel in work:
-        op = cpu.get(kernel.linked_id)
+        op = cpu.get(kernel.linked_id) if kernel.linked_id else None
         where = None if op is None else (op if parse_range(op.name) else owner.get(op))
         if where is None:
             result.unattributed_ns += kernel.duration_ns

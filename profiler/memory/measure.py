@@ -107,7 +107,7 @@ def measure_cuda(name: str, size: int, batch: int, channels: int | None = None, 
                 if run == (1 if train else 0):  # the protocol measures the second training step
                     phases.active = True
                     if trace_file:
-                        torch.cuda.memory._record_memory_history(max_entries=200_000)
+                        start_memory_history()
                 step.run(phases)
             if trace_file:
                 torch.cuda.memory._dump_snapshot(trace_file)
@@ -145,6 +145,16 @@ class _Gradients(StepObserver):
         yield
         if phase is Phase.BACKWARD:
             self.bytes = _storage_bytes([p.grad for p in self.model.parameters() if p.grad is not None])
+
+
+#: Allocation events the ``--trace`` history keeps (older ones are dropped first).
+HISTORY_ENTRIES = 200_000
+
+
+def start_memory_history() -> None:
+    """Record the CUDA allocator's history for ``--trace`` with Python stacks only: the default (``stacks="all"``)
+    also unwinds the C++ stack on every allocation, which makes the measured step and the snapshot slow."""
+    torch.cuda.memory._record_memory_history(max_entries=HISTORY_ENTRIES, stacks="python")
 
 
 def measure_cpu(name: str, size: int, batch: int, channels: int | None = None, classes: int | None = None,
@@ -190,9 +200,17 @@ def measure_cpu(name: str, size: int, batch: int, channels: int | None = None, c
 
 
 def measure_in_subprocess(config: dict[str, Any], timeout_s: float = 600) -> MemoryResult:
-    """Run :func:`measure_cuda` for ``config`` in a fresh Python process (the protocol's "fresh process")."""
-    proc = subprocess.run([sys.executable, "-m", "profiler.memory.measure", json.dumps(config)],
-                          capture_output=True, text=True, timeout=timeout_s)
+    """Run :func:`measure_cuda` for ``config`` in a fresh Python process (the protocol's "fresh process");
+    ``config["device"] == "cpu"`` runs :func:`measure_cpu` there instead. A process that has not finished after
+    ``timeout_s`` seconds is killed and reported as a :class:`ProfilerError`, so one hung measurement does not stop
+    a sweep."""
+    try:
+        proc = subprocess.run([sys.executable, "-m", "profiler.memory.measure", json.dumps(config)],
+                              capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise ProfilerError(f"the measurement of {config.get('name')} at size {config.get('size')}, batch "
+                            f"{config.get('batch')} did not finish within {timeout_s:g} s and was stopped; run it "
+                            "alone to see where it hangs") from None
     if proc.returncode != 0:
         message = (proc.stderr.strip().splitlines() or ["measurement failed"])[-1].removeprefix("profiler: error: ")
         raise ProfilerError(message, exit_code=proc.returncode if proc.returncode in (2, 3) else 2)
@@ -203,8 +221,10 @@ def measure_in_subprocess(config: dict[str, Any], timeout_s: float = 600) -> Mem
 
 
 def _main(argv: list[str]) -> int:
+    config = json.loads(argv[0])
+    measure = measure_cpu if config.pop("device", "cuda") == "cpu" else measure_cuda
     try:
-        result = measure_cuda(**json.loads(argv[0]))
+        result = measure(**config)
     except ProfilerError as err:
         sys.stderr.write(f"profiler: error: {err}\n")
         return err.exit_code

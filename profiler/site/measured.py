@@ -1,7 +1,8 @@
 """Committed GPU measurements (``reports/data/*.json``) → plain records, each run tied to its file's provenance.
 
 The reports show a number as *measured* only if it comes from here. A file is read only if its schema is known: add
-a new one to :data:`MEASUREMENT_FILES` once its fields are mapped below.
+a new one to :data:`MEASUREMENT_FILES` once its fields are mapped below. The files of this project's own GPU run
+(``gpu_memory_<gpu>.json``, ``gpu_bandwidth_<gpu>.json``) are read by :mod:`profiler.site.measured_gpu`.
 """
 
 from __future__ import annotations
