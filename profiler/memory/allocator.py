@@ -119,6 +119,11 @@ class CachingAllocator:
         """Like ``torch.cuda.reset_peak_memory_stats``: peaks restart from the current values."""
         self.peak_allocated, self.peak_reserved = self.allocated, self.reserved
 
+    def largest_free_block(self, nbytes: int) -> int:
+        """The largest cached free block in the pool a request of ``nbytes`` would use (0 if none)."""
+        pool = self._pools[round_size(nbytes) <= SMALL_SIZE]
+        return pool[-1][0] if pool else 0
+
     def block_size(self, key: object) -> int:
         """Bytes currently allocated to ``key`` (0 if none)."""
         block = self._live.get(key)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from profiler.gpus import gpu_spec
-from profiler.memory.calibration import calibration
+from profiler.memory.calibration import calibration_for
 from profiler.report.collect import BATCH, GPU
 from profiler.report.measured import Measurements
 from profiler.report.output import render_table
@@ -109,4 +109,4 @@ def prediction_line() -> str:
     """How the memory predictions were made, in one sentence."""
     return (f"{PREDICTED_FOR}: peak `torch.cuda.max_memory_allocated` of the step at batch {BATCH}, from a "
             "meta-tensor trace replayed through a model of the CUDA caching allocator, no GPU used; cuDNN "
-            f"workspaces: {calibration()['provenance']['summary']}")
+            f"workspaces: {calibration_for(gpu_spec(GPU)).summary}")
