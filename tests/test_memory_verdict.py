@@ -217,25 +217,23 @@ def test_reserved_errors_stay_within_what_was_measured(errors):
     assert max(map(abs, inference)) < 0.01
 
 
-def _required(e: validation.RunErrors) -> int:
-    gpu = gpu_spec(validation.REFERENCE_GPU)
-    return fit_verdict(e.reserved, "train" if e.run.train else "inference", gpu, calibration_for(gpu)).required_bytes
-
-
 def test_required_covers_every_committed_measurement(errors):
     for e in errors:
-        assert _required(e) >= e.run.peak_reserved, e.run.label
+        gpu = gpu_spec(validation.REFERENCE_GPU)
+        mode = "train" if e.run.train else "inference"
+        assert e.required == fit_verdict(e.reserved, mode, gpu, calibration_for(gpu)).required_bytes
+        assert e.required >= e.run.peak_reserved, e.run.label
 
 
 @pytest.mark.xfail(strict=True, reason="not reached for NiN at 96 (1.44x), AlexNet at 96 (1.31x) and NiN at 224 "
                                        "(1.253x) in training: m = 23.6 % covers under-predictions of up to 19 % "
                                        "while these runs are over-predicted by 1-17 %")
 def test_required_is_at_most_125_percent_of_every_committed_measurement(errors):
-    assert max(_required(e) / e.run.peak_reserved for e in errors) <= 1.25
+    assert max(e.required / e.run.peak_reserved for e in errors) <= 1.25
 
 
 def test_required_wastes_at_most_25_percent_on_inference_and_most_training_runs(errors):
-    ratios = {e.run.label: _required(e) / e.run.peak_reserved for e in errors}
+    ratios = {e.run.label: e.required / e.run.peak_reserved for e in errors}
     wasteful = sorted(label for label, ratio in ratios.items() if ratio > 1.25)
     assert wasteful == ["alexnet@96 training", "nin@224 training", "nin@96 training"], ratios
 

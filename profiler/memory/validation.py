@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from profiler.gpus import gpu_spec
+from profiler.kinds import Mode
 from profiler.memory.calibration import calibrations
 from profiler.memory.predict import Replay, replay
 from profiler.memory.trace import Trace, trace_step
+from profiler.memory.verdict import fit_verdict
 from profiler.models import build, resolve
 
 REFERENCE_FILE = Path(__file__).resolve().parents[2] / "reports" / "data" / "reference_h200_batch128.json"
@@ -56,7 +58,8 @@ class ReferenceRun:
 
 @dataclass(frozen=True)
 class RunErrors:
-    """Predicted against measured for one run; errors are (predicted − measured) / measured (0.01 = 1 % over)."""
+    """Predicted against measured for one run; errors are (predicted − measured) / measured (0.01 = 1 % over).
+    ``required`` is the committed calibration's fit verdict for the run: its predicted peak reserved × (1 + m)."""
 
     run: ReferenceRun
     allocated: int
@@ -65,6 +68,7 @@ class RunErrors:
     lomo_reserved: int
     allocated_first: int | None
     lomo_allocated_first: int | None
+    required: int
 
     @staticmethod
     def _error(predicted: int | None, measured: int | None) -> float | None:
@@ -144,7 +148,9 @@ def fit_workspaces(runs: list[ReferenceRun]) -> float:
 def validate() -> tuple[RunErrors, ...]:
     """In-sample and leave-one-model-out predictions of every reference run."""
     runs = reference_runs()
-    committed = calibrations()[REFERENCE_GPU].workspaces
+    gpu = gpu_spec(REFERENCE_GPU)
+    calibration = calibrations()[REFERENCE_GPU]
+    committed = calibration.workspaces
     lomo_tables = {}
     for model in dict.fromkeys(r.model for r in runs):
         lomo_tables[model] = workspace_table(fit_workspaces([r for r in runs if r.model != model]))
@@ -154,7 +160,9 @@ def validate() -> tuple[RunErrors, ...]:
         out.append(RunErrors(run=run, allocated=fitted.peak_allocated, reserved=fitted.peak_reserved,
                              lomo_allocated=held_out.peak_allocated, lomo_reserved=held_out.peak_reserved,
                              allocated_first=fitted.peak_allocated_first,
-                             lomo_allocated_first=held_out.peak_allocated_first))
+                             lomo_allocated_first=held_out.peak_allocated_first,
+                             required=fit_verdict(fitted.peak_reserved, str(Mode.of(run.train)), gpu,
+                                                  calibration).required_bytes))
     return tuple(out)
 
 
@@ -164,10 +172,11 @@ def reserved_margins(errors: tuple[RunErrors, ...] | None = None) -> dict[str, f
     own predictions too), 0 if none fell short; rounded up to the next 0.001."""
     errors = validate() if errors is None else errors
     margins = {}
-    for mode, train in (("inference", False), ("train", True)):
+    for mode in Mode:
+        train = mode is Mode.TRAIN
         shortfall = max([0.0] + [e.run.peak_reserved / predicted - 1 for e in errors if e.run.train == train
                                  for predicted in (e.reserved, e.lomo_reserved)])
-        margins[mode] = -(-round(shortfall * 1e6) // 1000) / 1000
+        margins[str(mode)] = -(-round(shortfall * 1e6) // 1000) / 1000
     return margins
 
 
