@@ -164,10 +164,10 @@ def test_prediction_error_against_the_h200_reference_stays_within_calibration(re
     worst = max(errors.values(), key=abs)
     mean = sum(map(abs, errors.values())) / len(errors)
     # the calibrated model's own record: max 5.1 % (DenseNet inference, over: its growth-32 convolutions write their
-    # output directly), mean 0.94 %; training within 3.1 % (NiN at 96, under)
-    assert abs(worst) < 5.2 and mean < 1.0, errors
+    # output directly), mean 0.90 %; training within 3.2 % (NiN at 96, under)
+    assert abs(worst) < 5.2 and mean < 0.95, errors
     training = [abs(e) for (_, _, train), e in errors.items() if train]
-    assert max(training) < 3.1
+    assert max(training) < 3.2
 
 
 def test_breakdown_adds_up_to_the_peak(reference_predictions):

@@ -66,10 +66,15 @@ def test_forward_workspace_is_input_plus_output_plus_weight_and_none_for_1x1():
     assert kernel_class(_conv(8, 8, kernel=1)) == "pointwise" and kernel_class(conv) == "spatial"
 
 
-def test_filter_gradient_workspace_counts_the_weight_twice():
+def test_filter_gradient_workspace_copies_the_input_with_its_padding():
     backward = _conv(1024, 1024, pass_="backward")
     assert stages(backward) == ["backward_data", "backward_filter"]
-    assert conv_workspaces(backward, "backward_filter", TABLE).run == 8 * MiB + 2 * 36
+    # 3×3, padding 1: x padded to 1026×1026 (4 B each), dy 4 MiB, dw 36 B
+    assert conv_workspaces(backward, "backward_filter", TABLE).run == 1026 * 1026 * 4 + 4 * MiB + 36
+    assert conv_workspaces(backward, "backward_data", TABLE).run == 8 * MiB + 36
+    pointwise = _conv(1024, 1024, kernel=1, pass_="backward")
+    assert conv_workspaces(pointwise, "backward_filter", TABLE).run == 8 * MiB + 4
+    assert conv_workspaces(pointwise, "backward_data", TABLE).run == 0
     no_input_grad = replace(backward, output_mask=(False, True, True))    # a first layer: the input needs no grad
     assert stages(no_input_grad) == ["backward_filter"]
 
@@ -203,8 +208,9 @@ def test_allocated_errors_in_sample_and_leave_one_model_out(errors):
         assert max(map(abs, values)) <= bound, (e.run.label, values)
 
 
-@pytest.mark.xfail(strict=True, reason="not reached: training runs are off by up to -19 % (ResNet-18 at 224) and "
-                                       "+17 % (NiN at 96); inference within 1 % except DenseNet at 96 (+13 %)")
+@pytest.mark.xfail(strict=True, reason="not reached: 4 of 12 training runs are off by more (DenseNet -17 % and -13 %, "
+                                       "GoogLeNet at 96 -11 %, NiN at 96 +17 %); inference within 1 % except "
+                                       "DenseNet at 96 (+13 %)")
 def test_reserved_errors_within_10_percent_in_sample_and_leave_one_model_out(errors):
     assert max(abs(x) for e in errors for x in (e.reserved_error, e.lomo_reserved_error)) <= 0.10
 
@@ -213,7 +219,8 @@ def test_reserved_errors_stay_within_what_was_measured(errors):
     training = [x for e in errors if e.run.train for x in (e.reserved_error, e.lomo_reserved_error)]
     inference = [x for e in errors if not e.run.train and e.run.model != "densenet"
                  for x in (e.reserved_error, e.lomo_reserved_error)]
-    assert -0.20 < min(training) and max(training) < 0.17
+    assert -0.17 < min(training) and max(training) < 0.17
+    assert sum(abs(x) <= 0.10 for x in training) == 16              # 8 of 12 runs, in-sample and LOMO
     assert max(map(abs, inference)) < 0.01
 
 
@@ -225,17 +232,17 @@ def test_required_covers_every_committed_measurement(errors):
         assert e.required >= e.run.peak_reserved, e.run.label
 
 
-@pytest.mark.xfail(strict=True, reason="not reached for NiN at 96 (1.44x), AlexNet at 96 (1.31x) and NiN at 224 "
-                                       "(1.253x) in training: m = 23.6 % covers under-predictions of up to 19 % "
-                                       "while these runs are over-predicted by 1-17 %")
+@pytest.mark.xfail(strict=True, reason="not reached for NiN at 96 (1.40x) and GoogLeNet at 224 (1.27x) in training: "
+                                       "m = 20 % covers under-predictions of up to 17 % while these two runs are "
+                                       "over-predicted by 17 % and 6 %")
 def test_required_is_at_most_125_percent_of_every_committed_measurement(errors):
     assert max(e.required / e.run.peak_reserved for e in errors) <= 1.25
 
 
-def test_required_wastes_at_most_25_percent_on_inference_and_most_training_runs(errors):
+def test_required_wastes_at_most_25_percent_on_all_but_two_runs(errors):
     ratios = {e.run.label: e.required / e.run.peak_reserved for e in errors}
     wasteful = sorted(label for label, ratio in ratios.items() if ratio > 1.25)
-    assert wasteful == ["alexnet@96 training", "nin@224 training", "nin@96 training"], ratios
+    assert wasteful == ["googlenet@224 training", "nin@96 training"], ratios
 
 
 # ------------------------------------------------------------------------------------- the four output formats
@@ -262,7 +269,7 @@ def test_json_carries_the_verdict_fields(too_small):
     assert data["margin_bytes"] == GiB - DEVICE_OVERHEAD_BYTES - v.required_bytes < 0
     assert data["reserved_margin"] == calibration_for(gpu_spec("h100")).reserved_margins["train"]
     notes = " ".join(data["notes"])
-    assert "m = 23.6 %" in notes and "reference_h200_batch128.json" in notes and "--gpu-memory: 1 GiB" in notes
+    assert "m = 20.0 %" in notes and "reference_h200_batch128.json" in notes and "--gpu-memory: 1 GiB" in notes
     assert "calibration made on the NVIDIA H200, not on the NVIDIA H100" in notes
 
 
