@@ -11,10 +11,11 @@ It writes, under ``--out``:
   Configurations: the 24 of the reference (6 models × 96/224 × inference/training, batch 128), other batch sizes
   (32, 256), the other optimizers (SGD with momentum, Adam), bf16, checkpointing, and the chapter's variants.
 * ``conv_workspaces_<gpu>.json`` — for every distinct convolution of those models at batch 128, the cuDNN workspace
-  of each stage (forward, backward data, backward filter) on the first call (``probe``: PyTorch allocates the largest
-  workspace among the heuristic's plans) and on a later call (``run``), in the format of the ``measured`` table of
-  ``profiler/memory/calibration.json``. Merge it there to replace the fitted rule for those convolutions:
-  ``python -m profiler.memory.calibration merge reports/data/conv_workspaces_<gpu>.json``.
+  of each stage (forward, backward data, backward filter) on the first call (``probe``) and on a later call
+  (``run``), in the format of the ``measured`` table of ``profiler/memory/calibration.json`` (under the card's
+  ``cudnn_workspaces``). Merge it there to replace the fitted rule for those convolutions
+  (``python -m profiler.memory.calibration merge reports/data/conv_workspaces_<gpu>.json``); a probe larger than the
+  run is then allocated on the first call of the shape.
 
 ``benchmarks/gpu_run.sh`` runs all of this (and the bandwidth runs) in parallel fresh processes, resumably, in one
 command; this script is the same measurement one configuration after the other.

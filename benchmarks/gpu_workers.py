@@ -33,7 +33,7 @@ from benchmarks.common import without_non_finite
 from benchmarks.gpu_results import FAILED, MARK, OK, bandwidth_key, workspace_key
 
 #: What a dry run's workspace table holds instead of measurements.
-WORKSPACE_STAND_IN = ("dry run: the calibration's predicted workspaces (profiler.memory.predict.conv_workspaces), "
+WORKSPACE_STAND_IN = ("dry run: the calibration's predicted workspaces (profiler.memory.workspaces.conv_workspaces), "
                       "not measured")
 
 
@@ -105,7 +105,8 @@ def workspace_worker(spec: dict[str, Any]) -> int:
     """For each [model, size] of ``spec["models"]``, the workspaces of its convolutions not in ``spec["known"]``
     (conv keys measured before), one line per model."""
     from benchmarks.gpu_memory import measure_conv_workspaces, model_conv_calls
-    from profiler.memory.predict import conv_workspaces
+    from profiler.memory.calibration import calibrations
+    from profiler.memory.workspaces import conv_workspaces
 
     known = set(spec["known"])
     for name, size in spec["models"]:
@@ -119,7 +120,8 @@ def workspace_worker(spec: dict[str, Any]) -> int:
             if spec["device"] == "cuda":
                 table = measure_conv_workspaces(calls)
             else:
-                table = {f"{stage}:{k}": asdict(conv_workspaces(conv, stage)) for k, conv in calls.items()
+                rule = calibrations()["h200"].workspaces  # dry run: the fitted rule stands in for a measurement
+                table = {f"{stage}:{k}": asdict(conv_workspaces(conv, stage, rule)) for k, conv in calls.items()
                          for stage in ("forward", "backward_data", "backward_filter")}
         except Exception as err:  # record it and go on with the other models
             emit(_failed(key, "workspaces", err, started))

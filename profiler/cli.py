@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from profiler.errors import EXIT_USAGE, ProfilerError
 from profiler.format.output import FORMATS, emit
+from profiler.gpus import DEFAULT_GPU, GPUS
 from profiler.models import MAX_SIZE
 from profiler.step import DTYPES
 from profiler.util.files import check_writable, check_writable_folder
@@ -122,11 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="parameter and activation dtype (default: float32)")
     memory.add_argument("--checkpoint", action="store_true",
                         help="activation checkpointing per block (recompute each block's activations in backward)")
-    memory.add_argument("--gpu", choices=("h100", "h200"), default="h100", help="GPU to predict for (default: h100)")
-    memory.add_argument("--gpu-memory", metavar="SIZE", help="device memory for --max-batch, e.g. 80GiB (default: "
-                                                              "the --gpu's)")
+    memory.add_argument("--gpu", choices=sorted(GPUS), default=DEFAULT_GPU, metavar="GPU",
+                        help=f"GPU to predict for and give the fit verdict for: {', '.join(sorted(GPUS))} "
+                             f"(default: {DEFAULT_GPU}; python -m profiler gpus lists them)")
+    memory.add_argument("--gpu-memory", metavar="SIZE", help="total device memory for the fit verdict and "
+                                                              "--max-batch, e.g. 80GiB or 40GB (default: the --gpu's, "
+                                                              "or the device's when measuring)")
     memory.add_argument("--max-batch", action="store_true",
-                        help="find the largest batch whose peak fits the device memory")
+                        help="find the largest batch whose fit verdict is 'fits'")
     memory.add_argument("--trace", metavar="FILE", help="measured runs: save the allocator's memory history "
                                                        "(open it at https://pytorch.org/memory_viz)")
     memory.set_defaults(handler=_cmd_memory)

@@ -129,6 +129,14 @@ def test_out_of_memory_exits_3_with_what_was_needed():
     assert "ran out of GPU memory" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def _pretend_an_h100(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA as the memory command sees it, without a GPU: an H100 80GB of 85,520,809,984 B as device 0."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=85_520_809_984))
+
+
 def test_out_of_memory_in_a_sweep_is_recorded_and_the_sweep_goes_on(monkeypatch):
     import argparse
 
@@ -141,14 +149,14 @@ def test_out_of_memory_in_a_sweep_is_recorded_and_the_sweep_goes_on(monkeypatch)
         return runner.predict_config(config["name"], config["size"], config["batch"])
 
     monkeypatch.setattr(measure, "measure_in_subprocess", fake_measure)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
+    _pretend_an_h100(monkeypatch)
     args = argparse.Namespace(models=["nin"], size=[96, 224], batch=128, channels=None, classes=None, train=False,
                               measure=True, predict=False, device=None, optimizer="sgd", dtype="float32",
                               checkpoint=False, gpu="h100", gpu_memory=None, max_batch=False, trace=None)
     results = runner.run_memory(args)
     assert [r.out_of_memory for r in results] == [False, True]
     assert "ran out of GPU memory" in results[1].notes[0]
+    assert results[1].verdict.fits and results[1].verdict.held is False   # predicted to fit, ran out of memory
 
 
 def test_out_of_memory_of_a_single_configuration_is_exit_3(monkeypatch, capsys):
@@ -161,8 +169,7 @@ def test_out_of_memory_of_a_single_configuration_is_exit_3(monkeypatch, capsys):
                             exit_code=EXIT_OUT_OF_MEMORY)
 
     monkeypatch.setattr(measure, "measure_in_subprocess", fake_measure)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
+    _pretend_an_h100(monkeypatch)
     assert main(["memory", "vgg", "--measure"]) == 3
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "ran out of GPU memory" in err

@@ -92,7 +92,7 @@ def test_conv_workspace_tables_merge_into_the_calibration_and_the_predictor_uses
     for name, doc in _docs("conv_workspaces_*.json"):
         calibration = tmp_path / "calibration.json"
         shutil.copy(CALIBRATION_FILE, calibration)
-        merged = merge_measured_workspaces(doc, f"reports/data/{name}", calibration)["cudnn"]
+        merged = merge_measured_workspaces(doc, f"reports/data/{name}", calibration)["cudnn_workspaces"]
         measured = doc["measured"][f"forward:{first_conv.key()}"]  # ResNet-18's stem at batch 128
         used = conv_workspaces(first_conv, "forward", merged)
         assert (used.probe, used.run) == (measured["probe"], measured["run"]), name

@@ -166,10 +166,11 @@ def test_prediction_error_against_the_h200_reference_stays_within_calibration(re
               for run, result in reference_predictions}
     worst = max(errors.values(), key=abs)
     mean = sum(map(abs, errors.values())) / len(errors)
-    # the calibrated model's own record (calibration.json): max 5.1 % (DenseNet inference), mean 1.45 %.
-    assert abs(worst) < 5.2 and mean < 1.5, errors
+    # the calibrated model's own record: max 5.1 % (DenseNet inference, over: its growth-32 convolutions write their
+    # output directly), mean 0.90 %; training within 3.2 % (NiN at 96, under)
+    assert abs(worst) < 5.2 and mean < 0.95, errors
     training = [abs(e) for (_, _, train), e in errors.items() if train]
-    assert max(training) < 3.4
+    assert max(training) < 3.2
 
 
 def test_breakdown_adds_up_to_the_peak(reference_predictions):
@@ -196,13 +197,15 @@ def test_peak_grows_with_the_batch():
     assert peaks[0] < peaks[1] < peaks[2]
 
 
-def test_largest_batch_is_the_last_that_fits():
+def test_largest_batch_is_the_last_whose_verdict_fits_the_given_memory():
+    total = parse_bytes("6GiB")
+
     def predicted(batch):
-        return predict_config("nin", 96, batch, train=True, gpu="h100")
-    budget = parse_bytes("1GiB")
-    result = largest_batch(predicted, budget)
+        return predict_config("nin", 96, batch, train=True, gpu="h100", total_bytes=total)
+    result = largest_batch(predicted)
     batch = result.input_shape[0]
-    assert result.peak_reserved_bytes <= budget < predicted(batch + 1).peak_reserved_bytes
+    assert result.verdict.fits and not predicted(batch + 1).verdict.fits
+    assert result.verdict.required_bytes + result.verdict.device_overhead_bytes <= total
 
 
 def test_parse_bytes_understands_binary_and_decimal_units():
@@ -273,7 +276,7 @@ def test_the_formatter_reads_the_device_kind_not_the_device_name():
     from profiler.format.memory import format_memory
 
     cpu = replace(predict_config("nin", 96, 2, gpu="h200"), source="measured", device="Graviton3, host memory",
-                  device_kind=DeviceKind.CPU, nvml_used_bytes=None)
+                  device_kind=DeviceKind.CPU, nvml_used_bytes=None, verdict=None, notes=[])
     text = format_memory([cpu], "table")
     assert "the CPU allocator caches nothing" in text and "NVML" not in text
     gpu = replace(cpu, device="CPU-named accelerator", device_kind=DeviceKind.CUDA)
@@ -349,15 +352,16 @@ def _alexnet_96_inference():
 def test_a_measured_workspace_overrides_the_fitted_rule():
     import copy
 
-    from profiler.memory.calibration import calibration
+    from profiler.memory.calibration import calibrations
 
-    coefficients = copy.deepcopy(calibration()["cudnn"])
+    coefficients = copy.deepcopy(calibrations()["h200"].workspaces)
     trace, first_conv = _alexnet_96_inference()
     fitted = replay(trace, GPUS["h200"], coefficients).peak_allocated
-    coefficients["measured"][f"forward:{first_conv.key()}"] = {"probe": 0, "run": 0}
+    coefficients["measured"][f"forward:{first_conv.key()}"] = {"run": 0}
     without = replay(trace, GPUS["h200"], coefficients)
-    # with the probe, AlexNet's inference peak is conv1's output + its probe workspace (a 28 MiB segment); without
-    # it, the peak is the baseline + conv1's output + the ReLU's output: 128·96·22·22·4 = 23,789,568 B each
+    # with the fitted rule, AlexNet's inference peak is conv1's output + its workspace (input + output + weight,
+    # 27.2 MiB: a whole 28 MiB segment); measured as none, the peak is the baseline + conv1's output + the ReLU's
+    # output: 128·96·22·22·4 = 23,789,568 B each
     conv1_output = 128 * 96 * 22 * 22 * 4
     assert without.peak_allocated == without.baseline + 2 * conv1_output
     assert fitted == without.baseline + conv1_output + 28 * MiB
@@ -378,22 +382,24 @@ def test_merging_a_measured_workspace_table_makes_the_predictor_use_it(tmp_path:
              f"backward_data:{first_conv.key()}": {"probe": 3 * MiB, "run": MiB}}
     merged = merge_measured_workspaces(_workspace_table(table), "reports/data/conv_workspaces_h200.json", path)
     on_disk = json.loads(path.read_text())
-    assert on_disk == merged and on_disk["cudnn"]["measured"] == dict(sorted(table.items()))
-    assert on_disk["cudnn"]["forward"] == json.loads(CALIBRATION_FILE.read_text())["cudnn"]["forward"]
-    prov = on_disk["provenance"]
+    entry = on_disk["h200"]
+    assert entry == merged and entry["cudnn_workspaces"]["measured"] == dict(sorted(table.items()))
+    assert entry["cudnn_workspaces"]["forward"] == \
+        json.loads(CALIBRATION_FILE.read_text())["h200"]["cudnn_workspaces"]["forward"]
+    prov = entry["provenance"]
     assert prov["measured_from"] == {"file": "reports/data/conv_workspaces_h200.json", "device": "NVIDIA H200",
                                      "torch": "2.11.0+cu130", "cuda": "13.0", "cudnn": "91900",
                                      "date": "2026-12-01T10:00:00+00:00", "entries": 2}
-    assert prov["summary"].startswith("cuDNN workspace coefficients fitted to reports/data/reference_h200_batch128")
-    assert "2 convolution passes measured one by one in reports/data/conv_workspaces_h200.json" in prov["summary"]
+    assert entry["summary"].startswith("cuDNN workspaces modelled as the tensors the engine copies")
+    assert "2 convolution passes measured one by one in reports/data/conv_workspaces_h200.json" in entry["summary"]
     # without conv1's probe the inference peak is the baseline + conv1's output + the ReLU's output
-    replayed = replay(trace, GPUS["h200"], merged["cudnn"])
+    replayed = replay(trace, GPUS["h200"], merged["cudnn_workspaces"])
     assert replayed.peak_allocated == replayed.baseline + 2 * 128 * 96 * 22 * 22 * 4
     # merging again replaces the same entries and keeps the others
     again = merge_measured_workspaces(_workspace_table({f"forward:{first_conv.key()}": {"probe": 5, "run": 1}}),
                                       "reports/data/conv_workspaces_h200.json", path)
-    assert again["cudnn"]["measured"][f"forward:{first_conv.key()}"] == {"probe": 5, "run": 1}
-    assert len(again["cudnn"]["measured"]) == 2
+    assert again["cudnn_workspaces"]["measured"][f"forward:{first_conv.key()}"] == {"probe": 5, "run": 1}
+    assert len(again["cudnn_workspaces"]["measured"]) == 2
 
 
 def test_the_calibration_file_is_written_as_it_was_formatted():

@@ -1,7 +1,8 @@
 """Memory records (:class:`~profiler.memory.records.MemoryResult`) → table, markdown, JSON, CSV.
 
 The first line of every table or markdown block says whether the figures were measured (and on which device) or
-predicted (and for which GPU): a predicted number is never shown as a measurement.
+predicted (and for which GPU), and when the step does not fit the GPU, says so: a predicted number is never shown as a
+measurement.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from profiler.device import DeviceKind
 from profiler.format.output import render_table, to_csv, to_json
 from profiler.kinds import Mode, Phase, Source
-from profiler.memory.records import MemoryResult
+from profiler.memory.records import MemoryResult, Verdict
 from profiler.memory.trace import CATEGORIES
 from profiler.util.units import human_bytes, shape_str
 
@@ -25,7 +26,38 @@ def headline(result: MemoryResult) -> str:
              else f"predicted for {result.device} (no GPU used)")
     mode = "inference" if result.mode == Mode.INFERENCE else f"training step ({result.optimizer})"
     extras = "".join([" · activation checkpointing" if result.checkpoint else ""])
-    return f"{where} · {result.model} · input {shape_str(result.input_shape)} {result.dtype} · {mode}{extras}"
+    verdict = result.verdict
+    fit = "" if verdict is None or verdict.fits else (
+        f" · DOES NOT FIT the {verdict.device}: needs {human_bytes(verdict.required_bytes)} + "
+        f"{human_bytes(verdict.device_overhead_bytes)} overhead, has {human_bytes(verdict.device_total_bytes)}")
+    return f"{where} · {result.model} · input {shape_str(result.input_shape)} {result.dtype} · {mode}{extras}{fit}"
+
+
+def _verdict_rows(verdict: Verdict) -> list[list[str]]:
+    """The fit verdict as rows of the summary table, with the measured counterparts when there are."""
+    rows = [[f"fits the {verdict.device}", "yes" if verdict.fits else "no",
+             "required + device overhead <= device total"],
+            ["required", human_bytes(verdict.required_bytes),
+             f"predicted peak reserved x (1 + m), m = {100 * verdict.reserved_margin:.1f} %"],
+            ["device overhead", human_bytes(verdict.device_overhead_bytes), "CUDA context and libraries, outside the "
+                                                                            "allocator"],
+            ["device total", human_bytes(verdict.device_total_bytes), "memory of the card"],
+            ["margin", ("" if verdict.margin_bytes >= 0 else "-") + human_bytes(abs(verdict.margin_bytes)),
+             "left over" if verdict.margin_bytes >= 0 else "missing"]]
+    if verdict.held is not None:
+        ran = verdict.measured_reserved_bytes is not None
+        rows.append(["verdict held", "yes" if verdict.held else "no",
+                     ("the step ran" if ran else "the step ran out of memory")
+                     + (f"; measured peak reserved {'<=' if verdict.within_required else '>'} required" if ran
+                        else "")])
+    return rows
+
+
+def _verdict_notes(verdict: Verdict) -> list[str]:
+    return [f"fit verdict: m = {100 * verdict.reserved_margin:.1f} %: {verdict.reserved_margin_source}",
+            f"fit verdict: device overhead {human_bytes(verdict.device_overhead_bytes)}: "
+            f"{verdict.device_overhead_source}",
+            f"fit verdict: device total {human_bytes(verdict.device_total_bytes)}: {verdict.device_total_source}"]
 
 
 def _share(part: int | None, whole: int) -> str:
@@ -53,6 +85,8 @@ def _block(result: MemoryResult, fmt: str) -> str:
         summary.append(["NVML used (device)", human_bytes(result.nvml_used_bytes)
                         if result.nvml_used_bytes is not None else "-", result.nvml_note or "whole device, "
                                                                                             "all processes"])
+    if result.verdict is not None:
+        summary += _verdict_rows(result.verdict)
     lines += [render_table(["", "bytes", "what"], summary, fmt, colalign=("left", "right", "left")), ""]
     breakdown = [[category, human_bytes(result.breakdown[category]) if result.breakdown.get(category) is not None
                   else "(in activations)", _share(result.breakdown.get(category), peak)]
@@ -65,9 +99,10 @@ def _block(result: MemoryResult, fmt: str) -> str:
         top = sorted(result.layers.items(), key=lambda kv: -kv[1])[:TOP_LAYERS]
         lines += ["", f"layers that add the most memory in forward (top {len(top)} of {len(result.layers)}):", "",
                   render_table(["layer", "bytes left allocated"], [[n, human_bytes(b)] for n, b in top], fmt)]
-    if result.notes:
+    notes = [*result.notes, *(_verdict_notes(result.verdict) if result.verdict is not None else [])]
+    if notes:
         lines.append("")
-    for note in result.notes:
+    for note in notes:
         lines.append(f"{'- ' if fmt == 'markdown' else ''}note: {note}")
     return "\n".join(lines)
 
@@ -83,10 +118,12 @@ def format_memory(results: Sequence[MemoryResult], fmt: str) -> str:
     if len(results) > 1:
         rows = [[r.model, shape_str(r.input_shape), r.mode, r.source, r.device,
                  "out of memory" if r.out_of_memory else human_bytes(r.peak_allocated_bytes),
-                 "-" if r.out_of_memory else human_bytes(r.peak_reserved_bytes)] for r in results]
+                 "-" if r.out_of_memory else human_bytes(r.peak_reserved_bytes),
+                 "-" if r.verdict is None else "yes" if r.verdict.fits else "no"] for r in results]
         heading = "### Summary" if fmt == "markdown" else "Summary"
         blocks.append(f"{heading}\n\n" + render_table(["model", "input", "mode", "source", "device",
-                                                         "peak allocated", "peak reserved"], rows, fmt))
+                                                         "peak allocated", "peak reserved", "fits (predicted)"],
+                                                        rows, fmt))
     return "\n\n".join(blocks) + "\n"
 
 
@@ -100,14 +137,31 @@ def memory_json(result: MemoryResult) -> dict[str, Any]:
         "baseline_bytes": result.baseline_bytes, "breakdown": dict(result.breakdown), "phases": dict(result.phases),
         "layers": [{"name": name, "activation_bytes": b} for name, b in result.layers.items()],
         "nvml_used_bytes": result.nvml_used_bytes, "nvml_note": result.nvml_note,
-        "provenance": dict(result.provenance), "notes": list(result.notes),
+        **_verdict_json(result.verdict),
+        "provenance": dict(result.provenance),
+        "notes": [*result.notes, *(_verdict_notes(result.verdict) if result.verdict is not None else [])],
     }
+
+
+def _verdict_json(verdict: Verdict | None) -> dict[str, Any]:
+    """The verdict's fields of the JSON object (all None for CPU measurements, which have no verdict)."""
+    if verdict is None:
+        return dict.fromkeys(VERDICT_FIELDS)
+    return {"required_bytes": verdict.required_bytes, "device_overhead_bytes": verdict.device_overhead_bytes,
+            "device_total_bytes": verdict.device_total_bytes, "fits": verdict.fits,
+            "margin_bytes": verdict.margin_bytes, "reserved_margin": verdict.reserved_margin,
+            "verdict_device": verdict.device, "verdict_held": verdict.held,
+            "measured_within_required": verdict.within_required}
+
+
+VERDICT_FIELDS = ("required_bytes", "device_overhead_bytes", "device_total_bytes", "fits", "margin_bytes",
+                  "reserved_margin", "verdict_device", "verdict_held", "measured_within_required")
 
 
 CSV_HEADERS = ["model", "input_shape", "mode", "source", "device", "optimizer", "dtype", "checkpoint",
                "out_of_memory", "peak_allocated_bytes", "peak_reserved_bytes", "baseline_bytes",
                *(f"{c}_bytes" for c in CATEGORIES), "forward_peak_bytes", "backward_peak_bytes",
-               "optimizer_peak_bytes", "nvml_used_bytes"]
+               "optimizer_peak_bytes", "nvml_used_bytes", *VERDICT_FIELDS]
 
 
 def _csv_row(r: MemoryResult) -> list[Any]:
@@ -117,4 +171,5 @@ def _csv_row(r: MemoryResult) -> list[Any]:
     return [r.model, shape_str(r.input_shape), r.mode, r.source, r.device, r.optimizer or "", r.dtype, r.checkpoint,
             r.out_of_memory, r.peak_allocated_bytes, r.peak_reserved_bytes, r.baseline_bytes,
             *(cell(r.breakdown.get(c)) for c in CATEGORIES),
-            *(cell(r.phases.get(p)) for p in Phase), cell(r.nvml_used_bytes)]
+            *(cell(r.phases.get(p)) for p in Phase), cell(r.nvml_used_bytes),
+            *(cell(v) for v in _verdict_json(r.verdict).values())]

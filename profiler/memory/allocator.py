@@ -119,6 +119,11 @@ class CachingAllocator:
         """Like ``torch.cuda.reset_peak_memory_stats``: peaks restart from the current values."""
         self.peak_allocated, self.peak_reserved = self.allocated, self.reserved
 
+    def largest_free_block(self, nbytes: int) -> int:
+        """The largest cached free block in the pool a request of ``nbytes`` would use (0 if none)."""
+        pool = self._pools[round_size(nbytes) <= SMALL_SIZE]
+        return pool[-1][0] if pool else 0
+
     def _take_free(self, small: bool, size: int) -> _Block | None:
         pool = self._pools[small]
         i = bisect.bisect_left(pool, (size, -1))

@@ -3,67 +3,53 @@
 The prediction is the protocol's ``torch.cuda.max_memory_allocated`` (and ``max_memory_reserved``) over the measured
 step: every tensor PyTorch allocates (weights, input, activations saved for backward, temporaries, gradients,
 optimizer state), each rounded and placed as the caching allocator does (:mod:`profiler.memory.allocator`), plus
-what cuBLAS and cuDNN take from that allocator (:mod:`profiler.gpus`, :mod:`profiler.memory.calibration`).
+what cuBLAS and cuDNN take from that allocator (:mod:`profiler.gpus`, :mod:`profiler.memory.workspaces`), each cuDNN
+workspace capped at what would be free on the card. Every prediction carries its fit verdict
+(:mod:`profiler.memory.verdict`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from profiler.device import DeviceKind
 from profiler.gpus import GpuSpec
 from profiler.memory.allocator import CachingAllocator
-from profiler.memory.calibration import calibration
+from profiler.memory.calibration import calibration_for
 from profiler.memory.records import MemoryResult
-from profiler.memory.trace import CATEGORIES, ConvCall, Trace
-
-
-@dataclass(frozen=True)
-class ConvWorkspaces:
-    """cuDNN workspace bytes for one convolution pass: ``probe`` is allocated once, the first time cuDNN sees the
-    shape (PyTorch allocates the largest workspace among the heuristic's candidate plans to check it fits, then
-    frees it); ``run`` is the chosen plan's workspace, allocated on every call."""
-
-    probe: int
-    run: int
-
-
-def conv_workspaces(conv: ConvCall, stage: str, coefficients: dict | None = None) -> ConvWorkspaces:
-    """Workspaces of ``conv`` in ``stage`` ("forward", "backward_data", "backward_filter"): a measured value where the
-    calibration has one for this exact convolution, else a·input + b·output + c·weight bytes with coefficients per
-    stage, kind (probe/run) and kernel class ("pointwise" 1×1 or "spatial"), from calibration.json."""
-    cal = coefficients or calibration()["cudnn"]
-    measured = cal.get("measured", {}).get(f"{stage}:{conv.key()}")
-    if measured is not None:
-        return ConvWorkspaces(probe=measured["probe"], run=measured["run"])
-    kernel_class = "pointwise" if conv.weight_shape[2:] == (1, 1) else "spatial"
-    table = cal[stage]
-
-    def linear(kind: str) -> int:
-        c = table[kind][kernel_class]
-        return int(c["input"] * conv.input_bytes + c["output"] * conv.output_bytes + c["weight"] * conv.weight_bytes)
-
-    return ConvWorkspaces(probe=linear("probe"), run=linear("run"))
+from profiler.memory.trace import CATEGORIES, Trace
+from profiler.memory.verdict import fit_verdict
+from profiler.memory.workspaces import cap, conv_workspaces, stages
 
 
 @dataclass
 class Replay:
-    """What the allocator model saw: peaks, the split by category at the peak, the peak of each phase, and the
-    baseline (weights and input resident, before the first step)."""
+    """What the allocator model saw: peaks (over the measured step; ``peak_allocated_first`` over the first training
+    step), the split by category at the peak, the peak of each phase, the baseline (weights and input resident,
+    before the first step) and how many cuDNN workspaces were cut to what was free."""
 
     peak_allocated: int
     peak_reserved: int
     baseline: int
     breakdown: dict[str, int]
     phases: dict[str, int]
+    peak_allocated_first: int | None = None
+    capped_workspaces: int = 0
 
 
-def replay(trace: Trace, gpu: GpuSpec, coefficients: dict | None = None) -> Replay:
-    """Replay ``trace`` through the caching-allocator model, adding ``gpu``'s cuBLAS and cuDNN workspaces."""
+def replay(trace: Trace, gpu: GpuSpec, workspaces: dict[str, Any] | None = None,
+           budget_bytes: int | None = None) -> Replay:
+    """Replay ``trace`` through the caching-allocator model, adding ``gpu``'s cuBLAS workspaces and the cuDNN
+    workspaces of the coefficient table ``workspaces`` (default: the calibration for ``gpu``), each capped at what
+    the allocator could hand out within ``budget_bytes`` of reserved memory (default: the card's memory less the
+    device overhead)."""
+    table = workspaces if workspaces is not None else calibration_for(gpu).workspaces
+    budget = gpu.usable_bytes if budget_bytes is None else budget_bytes
     alloc = CachingAllocator()
     category_of: dict[object, str] = {}
     live = dict.fromkeys(CATEGORIES, 0)
-    state = {"phase": "setup", "measuring": False, "baseline": 0, "peak": -1}
+    state = {"phase": "setup", "measuring": False, "baseline": 0, "peak": -1, "first": None, "capped": 0}
     breakdown = dict(live)
     phases: dict[str, int] = {}
     seen_convs: set[tuple] = set()
@@ -85,9 +71,11 @@ def replay(trace: Trace, gpu: GpuSpec, coefficients: dict | None = None) -> Repl
         if size:
             live[category_of.pop(key)] -= size
 
-    def transient(nbytes: int) -> None:
-        if nbytes > 0:
-            malloc("workspace", nbytes, "workspace")
+    def workspace(requested: int) -> None:
+        granted = cap(requested, alloc.largest_free_block(requested), budget - alloc.reserved)
+        state["capped"] += granted < requested
+        if granted > 0:
+            malloc("workspace", granted, "workspace")
             free("workspace")
 
     for event in trace.events:
@@ -102,6 +90,8 @@ def replay(trace: Trace, gpu: GpuSpec, coefficients: dict | None = None) -> Repl
             if state["measuring"]:  # a phase that allocates nothing still holds what is allocated
                 phases[event.phase] = max(phases.get(event.phase, 0), alloc.allocated)
         elif event.kind == "measure":
+            if state["phase"] != "setup":
+                state["first"] = alloc.peak_allocated
             alloc.reset_peaks()
             state.update(measuring=True, peak=alloc.allocated)
             breakdown.update(live)
@@ -110,22 +100,29 @@ def replay(trace: Trace, gpu: GpuSpec, coefficients: dict | None = None) -> Repl
             cublas_threads.add(event.thread)
             malloc(("cublas", event.thread), gpu.cublas_workspace_bytes, "workspace")
         elif event.kind == "conv":
-            stages = ["forward"] if event.conv.pass_ == "forward" else [
-                s for s, wanted in (("backward_data", event.conv.output_mask[0]),
-                                    ("backward_filter", event.conv.output_mask[1])) if wanted]
-            for stage in stages:
-                ws = conv_workspaces(event.conv, stage, coefficients)
-                if (stage, event.conv.signature()) not in seen_convs:
-                    seen_convs.add((stage, event.conv.signature()))
-                    transient(ws.probe)
-                transient(ws.run)
-    return Replay(alloc.peak_allocated, alloc.peak_reserved, state["baseline"], breakdown, phases)
+            for stage in stages(event.conv):
+                ws = conv_workspaces(event.conv, stage, table)
+                if ws.probe and (stage, event.conv.signature()) not in seen_convs:
+                    workspace(ws.probe)
+                seen_convs.add((stage, event.conv.signature()))
+                workspace(ws.run)
+    return Replay(alloc.peak_allocated, alloc.peak_reserved, state["baseline"], breakdown, phases,
+                  peak_allocated_first=state["first"], capped_workspaces=state["capped"])
 
 
-def predict(trace: Trace, gpu: GpuSpec, model_name: str, checkpoint: bool = False) -> MemoryResult:
-    """A :class:`MemoryResult` labelled predicted for ``gpu``."""
-    result = replay(trace, gpu)
-    cal = calibration()["provenance"]
+def predict(trace: Trace, gpu: GpuSpec, model_name: str, checkpoint: bool = False, total_bytes: int | None = None,
+            total_source: str | None = None) -> MemoryResult:
+    """A :class:`MemoryResult` labelled predicted for ``gpu``, with its fit verdict. ``total_bytes`` replaces the
+    card's memory (``--gpu-memory``), for the verdict and for the workspace cap."""
+    cal = calibration_for(gpu)
+    total = gpu.total_bytes if total_bytes is None else total_bytes
+    result = replay(trace, gpu, cal.workspaces, budget_bytes=total - gpu.device_overhead_bytes)
+    notes = list(trace.notes)
+    if (other := cal.other_card_note(gpu)) is not None:
+        notes.append(other)
+    if result.capped_workspaces:
+        notes.append(f"{result.capped_workspaces} cuDNN workspace(s) cut to the memory that would be free on the "
+                     "card (PyTorch then runs a convolution algorithm that needs less)")
     return MemoryResult(
         model=model_name, input_shape=trace.input_shape, mode=trace.mode, source="predicted", device=gpu.name,
         device_kind=DeviceKind.CUDA,
@@ -134,5 +131,5 @@ def predict(trace: Trace, gpu: GpuSpec, model_name: str, checkpoint: bool = Fals
         layers=dict(trace.layer_activation_bytes), optimizer=trace.optimizer, dtype=trace.dtype,
         checkpoint=checkpoint,
         provenance={"method": "meta-tensor trace replayed through a CUDA caching-allocator model",
-                    "calibration": cal["summary"]},
-        notes=list(trace.notes))
+                    "calibration": cal.summary},
+        notes=notes, verdict=fit_verdict(result.peak_reserved, trace.mode, gpu, cal, total_bytes, total_source))

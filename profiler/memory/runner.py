@@ -1,5 +1,5 @@
-"""``python -m profiler memory``: decide between measuring and predicting, run every configuration, find the
-largest batch that fits."""
+"""``python -m profiler memory``: decide between measuring and predicting, run every configuration, give each its fit
+verdict (checked against the measurement when one ran on CUDA), find the largest batch that fits."""
 
 from __future__ import annotations
 
@@ -16,18 +16,24 @@ from profiler.gpus import GpuSpec, gpu_spec, parse_bytes
 from profiler.memory.predict import predict
 from profiler.memory.records import MemoryResult
 from profiler.memory.trace import trace_step
+from profiler.memory.verdict import checked
 from profiler.models import build, resolve
 from profiler.models.loading import ForwardFailed, explain
 from profiler.step import StepConfig
 
+#: The largest batch ``--max-batch`` tries.
 MAX_BATCH = 1 << 20
+#: How many batches ``--max-batch --measure`` steps down from a predicted edge that runs out of memory.
+MAX_STEPS_DOWN = 8
 GiB = float(1 << 30)
 
 
 def predict_config(name: str, size: int, batch: int, channels: int | None = None, classes: int | None = None,
                    train: bool = False, optimizer: str = "sgd", dtype: str = "float32", checkpoint: bool = False,
-                   gpu: str = "h100") -> MemoryResult:
-    """Predicted peak memory of one configuration on ``gpu`` (no GPU needed)."""
+                   gpu: str = "h100", total_bytes: int | None = None, total_source: str | None = None
+                   ) -> MemoryResult:
+    """Predicted peak memory of one configuration on ``gpu`` (no GPU needed), with its fit verdict against the
+    card's memory or ``total_bytes``."""
     spec = resolve(name)
     model = build(spec, size, channels, classes)
     try:
@@ -35,13 +41,16 @@ def predict_config(name: str, size: int, batch: int, channels: int | None = None
                            StepConfig.make(train, optimizer, dtype, checkpoint))
     except ForwardFailed as failure:
         raise explain(spec, size, channels, classes, failure) from None
-    return predict(trace, gpu_spec(gpu), spec.name, checkpoint=checkpoint)
+    return predict(trace, gpu_spec(gpu), spec.name, checkpoint=checkpoint, total_bytes=total_bytes,
+                   total_source=total_source)
 
 
 def run_memory(args: argparse.Namespace) -> list[MemoryResult]:
     """Every (model, size) configuration of the command line, measured or predicted (see ``--help``)."""
+    total_override = parse_bytes(args.gpu_memory) if args.gpu_memory else None  # malformed: exit 2 before anything
     where = _measure_device(args)
     gpu = _target_gpu(args, where)
+    total, total_source = _device_total(gpu, where, total_override)
     if args.trace and where != "cuda":
         raise ProfilerError("--trace records the CUDA allocator's history; it needs --measure on a CUDA device")
     if args.max_batch and where == "cpu":
@@ -53,7 +62,8 @@ def run_memory(args: argparse.Namespace) -> list[MemoryResult]:
     results = []
     for index, (name, size) in enumerate(configs):
         def predicted(batch: int, name: str = name, size: int = size) -> MemoryResult:
-            return predict_config(name, size, batch, gpu=gpu.key, **common)
+            return predict_config(name, size, batch, gpu=gpu.key, total_bytes=total, total_source=total_source,
+                                  **common)
 
         def measured(batch: int, name: str = name, size: int = size, index: int = index) -> MemoryResult:
             if where == "cpu":
@@ -63,18 +73,18 @@ def run_memory(args: argparse.Namespace) -> list[MemoryResult]:
             from profiler.memory.measure import measure_in_subprocess
 
             trace = _numbered(args.trace, index, len(configs)) if args.trace else None
-            return measure_in_subprocess(dict(name=name, size=size, batch=batch, trace_file=trace, **common))
+            result = measure_in_subprocess(dict(name=name, size=size, batch=batch, trace_file=trace, **common))
+            return replace(result, verdict=checked(predicted(batch).verdict, result))
 
         try:
             if args.max_batch:
-                budget = parse_bytes(args.gpu_memory) if args.gpu_memory else _budget(gpu, where)
-                results.append(largest_batch(predicted, budget, measured if where else None))
+                results.append(largest_batch(predicted, measured if where else None))
             else:
                 results.append((measured if where else predicted)(args.batch))
         except ProfilerError as err:
             if err.exit_code != EXIT_OUT_OF_MEMORY or len(configs) == 1:
                 raise
-            results.append(_oom_entry(name, size, args, str(err)))
+            results.append(_oom_entry(name, size, args, str(err), predicted if where == "cuda" else None))
     if where is None:  # said once it succeeded, so that a user error stays the only line on stderr
         reason = "predicted" if args.predict else "no CUDA device: predicted"
         sys.stderr.write(f"profiler: {reason} peak memory for {gpu.name} (nothing ran on a GPU)\n")
@@ -108,12 +118,17 @@ def _target_gpu(args: argparse.Namespace, where: str | None) -> GpuSpec:
     return gpu_spec(args.gpu)
 
 
-def _budget(gpu: GpuSpec, where: str | None) -> int:
-    """Bytes the caching allocator may reserve: the card at hand when measuring, else the predicted GPU's."""
+def _device_total(gpu: GpuSpec, where: str | None, override: int | None) -> tuple[int | None, str | None]:
+    """The total memory the verdicts use and its source: ``--gpu-memory``; when measuring on CUDA the device's own
+    ``total_memory`` (read from its properties: ``mem_get_info`` would create a CUDA context in this process that
+    stays alive while the measurement runs in its child); else None (the catalogue's figure for ``gpu``)."""
+    if override is not None:
+        return override, f"--gpu-memory: {override:,} B, replacing the {gpu.name}'s memory"
     if where == "cuda":
-        free, total = torch.cuda.mem_get_info()
-        return total - gpu.device_overhead_bytes
-    return gpu.usable_bytes
+        index = torch.cuda.current_device()
+        return (torch.cuda.get_device_properties(index).total_memory,
+                f"torch.cuda.get_device_properties({index}).total_memory of the device at hand")
+    return None, None
 
 
 def _numbered(path: str, index: int, count: int) -> str:
@@ -123,21 +138,28 @@ def _numbered(path: str, index: int, count: int) -> str:
     return f"{stem}.{index + 1}.{ext}" if dot else f"{path}.{index + 1}"
 
 
-def _oom_entry(name: str, size: int, args: argparse.Namespace, message: str) -> MemoryResult:
+def _oom_entry(name: str, size: int, args: argparse.Namespace, message: str,
+               predicted: Callable[[int], MemoryResult] | None) -> MemoryResult:
+    """The record of a measurement that ran out of memory in a sweep, with the verdict checked against it."""
     spec = resolve(name)
-    return MemoryResult(model=spec.name, input_shape=spec.input_shape(args.batch, size, args.channels),
-                        mode="train" if args.train else "inference", source="measured",
-                        device=torch.cuda.get_device_name() if torch.cuda.is_available() else "CUDA",
-                        device_kind=DeviceKind.CUDA,
-                        peak_allocated_bytes=0, peak_reserved_bytes=0, baseline_bytes=0, breakdown={}, phases={},
-                        layers={}, optimizer=args.optimizer if args.train else None, dtype=args.dtype,
-                        checkpoint=args.checkpoint, notes=[message], out_of_memory=True)
+    result = MemoryResult(model=spec.name, input_shape=spec.input_shape(args.batch, size, args.channels),
+                          mode="train" if args.train else "inference", source="measured",
+                          device=torch.cuda.get_device_name() if torch.cuda.is_available() else "CUDA",
+                          device_kind=DeviceKind.CUDA,
+                          peak_allocated_bytes=0, peak_reserved_bytes=0, baseline_bytes=0, breakdown={}, phases={},
+                          layers={}, optimizer=args.optimizer if args.train else None, dtype=args.dtype,
+                          checkpoint=args.checkpoint, notes=[message], out_of_memory=True)
+    if predicted is None:
+        return result
+    return replace(result, verdict=checked(predicted(args.batch).verdict, result))
 
 
-def largest_batch(predicted: Callable[[int], MemoryResult], budget: int,
+def largest_batch(predicted: Callable[[int], MemoryResult],
                   measured: Callable[[int], MemoryResult] | None = None) -> MemoryResult:
-    """The largest batch whose *predicted* peak reserved memory fits ``budget`` bytes, by bisection (memory grows
-    with the batch). With ``measured``, that batch is then run for real, and the next one up, to confirm."""
+    """The largest batch (up to :data:`MAX_BATCH`) whose predicted fit verdict is ``fits``, by bisection (memory
+    grows with the batch). With ``measured`` that batch is then run for real: if it runs out of memory the search
+    steps down one batch at a time (at most :data:`MAX_STEPS_DOWN`); if it runs, the next batch up is run too, to say
+    whether the verdict was conservative there."""
     cache: dict[int, MemoryResult] = {}
 
     def at(batch: int) -> MemoryResult:
@@ -146,11 +168,11 @@ def largest_batch(predicted: Callable[[int], MemoryResult], budget: int,
         return cache[batch]
 
     def fits(batch: int) -> bool:
-        return at(batch).peak_reserved_bytes <= budget
+        return at(batch).verdict.fits
 
     if not fits(1):
-        raise ProfilerError(f"even batch 1 does not fit: predicted {at(1).peak_reserved_bytes / GiB:.2f} GiB "
-                            f"reserved, budget {budget / GiB:.2f} GiB", exit_code=EXIT_OUT_OF_MEMORY)
+        raise ProfilerError(f"even batch 1 does not fit the {at(1).verdict.device}: {_need(at(1))}",
+                            exit_code=EXIT_OUT_OF_MEMORY)
     low, high = 1, 2
     while high <= MAX_BATCH and fits(high):
         low, high = high, high * 2
@@ -158,17 +180,48 @@ def largest_batch(predicted: Callable[[int], MemoryResult], budget: int,
     while high - low > 1:
         mid = (low + high) // 2
         low, high = (mid, high) if fits(mid) else (low, mid)
-    note = (f"largest batch whose predicted peak reserved memory fits {budget / GiB:.2f} GiB: {low} "
-            f"(batch {low + 1} is predicted to need {at(low + 1).peak_reserved_bytes / GiB:.2f} GiB)")
+    device = at(low).verdict.device
+    if low == MAX_BATCH:
+        note = (f"batch {MAX_BATCH:,}, the largest the search tries, fits the {device} ({_need(at(low))}); larger "
+                "batches were not searched")
+    else:
+        note = (f"largest batch that fits the {device}: {low:,} ({_need(at(low))}); batch {low + 1:,} does not "
+                f"({_need(at(low + 1))})")
     if measured is None:
         return replace(at(low), notes=[*at(low).notes, note])
-    result = measured(low)
+    return _confirm(low, measured, note)
+
+
+def _need(result: MemoryResult) -> str:
+    """A verdict's figures in one clause: required + overhead against the total."""
+    v = result.verdict
+    return (f"needs {v.required_bytes / GiB:.2f} GiB + {v.device_overhead_bytes / GiB:.2f} GiB overhead of "
+            f"{v.device_total_bytes / GiB:.2f} GiB")
+
+
+def _confirm(batch: int, measured: Callable[[int], MemoryResult], note: str) -> MemoryResult:
+    """Measure the predicted edge ``batch``; step down while it runs out of memory, else try one batch up."""
+    for step in range(MAX_STEPS_DOWN + 1):
+        try:
+            result = measured(batch - step)
+        except ProfilerError as err:
+            if err.exit_code != EXIT_OUT_OF_MEMORY or batch - step == 1:
+                raise
+            continue
+        if step:
+            outcome = (f"measured: batch {batch:,} ran out of memory; batch {batch - step:,} is the largest that ran "
+                       "(the verdict was not safe here)")
+            return replace(result, notes=[*result.notes, note, outcome])
+        break
+    else:
+        raise ProfilerError(f"measured: batches {batch - MAX_STEPS_DOWN:,} to {batch:,} all ran out of memory although "
+                            "predicted to fit", exit_code=EXIT_OUT_OF_MEMORY)
     try:
-        above = measured(low + 1)
-        outcome = (f"measured: batch {low + 1} also fits (peak reserved {above.peak_reserved_bytes / GiB:.2f} GiB), "
-                   "so the prediction is conservative here")
+        above = measured(batch + 1)
+        outcome = (f"measured: batch {batch + 1:,} also ran (peak reserved {above.peak_reserved_bytes / GiB:.2f} GiB), "
+                   "so the verdict is conservative here")
     except ProfilerError as err:
         if err.exit_code != EXIT_OUT_OF_MEMORY:
             raise
-        outcome = f"measured: batch {low + 1} runs out of memory, as predicted"
+        outcome = f"measured: batch {batch + 1:,} runs out of memory, as predicted"
     return replace(result, notes=[*result.notes, note, outcome])

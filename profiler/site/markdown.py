@@ -8,7 +8,7 @@ from typing import Any
 
 from profiler.format.output import render_table
 from profiler.gpus import GpuSpec, Precision, gpu_spec
-from profiler.memory.calibration import calibration
+from profiler.memory.calibration import calibration_for
 from profiler.site.collect import BATCH, GPU
 from profiler.site.measured import Measurements
 
@@ -129,4 +129,4 @@ def prediction_line() -> str:
     """How the memory predictions were made, in one sentence."""
     return (f"{PREDICTED_FOR}: peak `torch.cuda.max_memory_allocated` of the step at batch {BATCH}, from a "
             "meta-tensor trace replayed through a model of the CUDA caching allocator, no GPU used; cuDNN "
-            f"workspaces: {calibration()['provenance']['summary']}")
+            f"workspaces: {calibration_for(gpu_spec(GPU)).summary}")

@@ -7,9 +7,13 @@ from collections.abc import Callable
 
 from profiler.counting import LayerStats, conventions
 from profiler.format.counts import TRAIN_NOTE, format_stats
+from profiler.gpus import gpu_spec
+from profiler.memory import validation
+from profiler.memory.calibration import calibration_for
 from profiler.memory.trace import CATEGORIES
+from profiler.memory.validation import validate
 from profiler.models.zoo import CHAPTER7
-from profiler.site.collect import BATCH, SIZES, ModelData, ReportData, SizeData
+from profiler.site.collect import BATCH, GPU, SIZES, ModelData, ReportData, SizeData
 from profiler.site.figures import FIGURES
 from profiler.site.markdown import (
     FP32_RIDGE_FLOP_PER_BYTE,
@@ -74,19 +78,35 @@ def _cost_table(data: ReportData, size: int) -> str:
     return table(headers, rows)
 
 
-def _memory_table(data: ReportData, size: int) -> str:
-    headers = ["model", f"inference, {PREDICTED_FOR}", "inference, measured", "prediction error",
-               f"training step, {PREDICTED_FOR}", "training step, measured", "prediction error"]
+def _memory_table(size: int) -> str:
+    """Allocated and reserved peaks of the committed reference runs at ``size``: measured, predicted, the error with
+    the committed calibration and leave-one-model-out, and the fit verdict's required bytes against the measurement."""
+    headers = ["model", "step", "allocated, measured", "allocated, predicted", "error", "error, LOMO",
+               "reserved, measured", "reserved, predicted", "error", "error, LOMO", "required, predicted",
+               "required ÷ measured reserved, predicted"]
     rows = []
-    for name in CHAPTER7:
-        sd = data.models[name].sizes[size]
-        cells = [name]
-        for result, train in ((sd.memory_inference, False), (sd.memory_train, True)):
-            run = _measured(data.measured, name, size, train)
-            measured = run.peak_allocated_bytes if run else None
-            cells += [mib(result.peak_allocated_bytes), mib(measured), error(result.peak_allocated_bytes, measured)]
-        rows.append(cells)
-    return table(headers, rows)
+    for e in validate():
+        if e.run.size != size:
+            continue
+        run = e.run
+        rows.append([run.model, "training" if run.train else "inference", mib(run.peak_allocated), mib(e.allocated),
+                     error(e.allocated, run.peak_allocated), error(e.lomo_allocated, run.peak_allocated),
+                     mib(run.peak_reserved), mib(e.reserved), error(e.reserved, run.peak_reserved),
+                     error(e.lomo_reserved, run.peak_reserved), mib(e.required),
+                     f"{e.required / run.peak_reserved:.2f}×"])
+    return table(headers, rows, align=("left", "left") + ("right",) * (len(headers) - 2))
+
+
+def _memory_lead() -> str:
+    margins = calibration_for(gpu_spec(GPU)).reserved_margins
+    return (f"The committed reference runs ({validation.REFERENCE_FILE.name}, batch {BATCH}). Peak allocated is "
+            "`torch.cuda.max_memory_allocated`, peak reserved `torch.cuda.max_memory_reserved` (what decides an out "
+            "of memory). *error* uses the committed calibration, fitted on all six models; *error, LOMO* refits the "
+            "one fitted workspace coefficient without the model in the row (leave one model out): the error a model "
+            "the fit never saw can expect. *required* is the fit verdict's need, predicted reserved × (1 + m), m = "
+            f"{100 * margins['inference']:.1f} % for inference and {100 * margins['train']:.1f} % for training (the "
+            "largest shortfall of a reserved prediction of that mode, leave-one-model-out or in-sample); at 1.00× or "
+            "more the verdict covers the measurement.")
 
 
 def _time_table(data: ReportData, size: int) -> str:
@@ -142,8 +162,8 @@ def comparison_page(data: ReportData) -> str:
         "ResNet-18), 1 input channel (Fashion-MNIST), 10 classes, float32 — always in the chapter's order. "
         "Per-model detail: [models/](models/). Four kinds of number, never mixed:",
         _sources(data),
-        "The cuDNN workspace coefficients of the prediction were fitted to the measurements below, so where both "
-        "exist their agreement checks the model of the allocator, not an independent prediction.",
+        "One cuDNN workspace coefficient of the memory prediction was fitted to the measurements below: the "
+        "memory tables show each error twice, with that fit and leave-one-model-out (fitted without the model).",
     ])
     sections = []
     for size in (LARGE, SMALL):
@@ -152,8 +172,8 @@ def comparison_page(data: ReportData) -> str:
             f"### Cost (counted)\n\nPer image where it says so (MACs and FLOPs grow exactly with the batch); bytes "
             f"moved and FLOP/B at batch {BATCH}, because weights are read once per batch.\n\n"
             f"{_cost_table(data, size)}",
-            f"### Peak memory at batch {BATCH} (MiB, `torch.cuda.max_memory_allocated`)\n\n"
-            f"{_memory_table(data, size)}",
+            f"### Peak memory at batch {BATCH} (MiB; {PREDICTED_FOR})\n\n{_memory_lead()}\n\n"
+            f"{_memory_table(size)}",
             f"### Time at batch {BATCH} (measured; effective bandwidth derived)\n\n"
             f"{_time_table(data, size)}\n\n{copy_note}".rstrip(),
         ]
