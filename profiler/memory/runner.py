@@ -28,13 +28,14 @@ def predict_config(name: str, size: int, batch: int, channels: int | None = None
                    gpu: str = "h100") -> MemoryResult:
     """Predicted peak memory of one configuration on ``gpu`` (no GPU needed)."""
     spec = resolve(name)
+    target = gpu_spec(gpu)
     model = build(spec, size, channels, classes)
     try:
         trace = trace_step(model, spec.input_shape(batch, size, channels), train, optimizer, DTYPES[dtype],
-                           checkpoint_blocks=checkpoint)
+                           checkpoint_blocks=checkpoint, gpu=target)
     except ForwardFailed as failure:
         raise explain(spec, size, channels, classes, failure) from None
-    return predict(trace, gpu_spec(gpu), spec.name, checkpoint=checkpoint)
+    return predict(trace, target, spec.name, checkpoint=checkpoint)
 
 
 def run_memory(args: argparse.Namespace) -> list[MemoryResult]:

@@ -10,6 +10,8 @@ What CUDA does differently from the meta/CPU kernels, and how the trace follows 
 * dropout: CUDA runs the fused ``native_dropout`` (a 1-byte bool mask); the CPU path draws a float mask. Calls to
   ``F.dropout`` are redirected to ``native_dropout`` here.
 * optimizers: CUDA's default is the ``foreach`` implementation (its temporaries differ); it is forced here.
+* attention: ``F.scaled_dot_product_attention`` runs the fused kernel PyTorch would pick on the target GPU, and
+  ``nn.MultiheadAttention`` its inference fast path where it applies (:mod:`profiler.memory.attention`).
 * kernel workspaces (cuDNN convolutions, cuBLAS handles) do not exist on meta: the trace marks each convolution and
   matrix product with its shapes, and the replay adds the workspaces of the GPU it predicts for.
 """
@@ -31,7 +33,9 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.checkpoint import checkpoint
 from torch.utils.weak import WeakIdKeyDictionary
 
+from profiler.gpus import DEFAULT_GPU, GPUS, GpuSpec
 from profiler.memory.allocator import round_size
+from profiler.memory.attention import SDPA, CudaAttention
 from profiler.models.loading import logits_of, tracked_forward
 from profiler.scopes import ModuleScopes, named_modules
 
@@ -126,6 +130,10 @@ class Trace:
 class _Redirect(TorchFunctionMode):
     """Make the meta run take CUDA's code paths where they allocate differently (see module docstring)."""
 
+    def __init__(self, attention: CudaAttention) -> None:
+        super().__init__()
+        self.attention = attention
+
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         if func is nn.functional.dropout:
@@ -134,6 +142,8 @@ class _Redirect(TorchFunctionMode):
             if training and p > 0:
                 return torch.native_dropout(x, p, True)[0]
             return x
+        if func is SDPA:
+            return self.attention.sdpa(*args, **kwargs)
         return func(*args, **kwargs)
 
 
@@ -243,8 +253,9 @@ def checkpointed_blocks(model: nn.Module, preserve_rng_state: bool = True) -> It
 
 def trace_step(model: nn.Module, input_shape: tuple[int, ...], train: bool, optimizer: str = "sgd",
                dtype: torch.dtype = torch.float32, checkpoint_blocks: bool = False,
-               num_classes: int | None = None) -> Trace:
-    """Record the allocations of the measurement protocol on the meta device.
+               num_classes: int | None = None, gpu: GpuSpec | None = None) -> Trace:
+    """Record the allocations of the measurement protocol on the meta device, attention traced as it runs on
+    ``gpu`` (default: the catalogue's default card).
 
     Setup: weights, the input batch and its labels are resident. Inference: ``eval()``, no autograd, one forward.
     Training: ``train()``, two steps of ``zero_grad(set_to_none=True)``, forward, cross-entropy, backward, optimizer
@@ -252,6 +263,7 @@ def trace_step(model: nn.Module, input_shape: tuple[int, ...], train: bool, opti
     lazily created state — optimizer buffers, cuDNN plans, cuBLAS workspaces — exists). A failing forward raises
     :class:`~profiler.models.loading.ForwardFailed` naming the layer."""
     model = model.to(dtype)
+    attention = CudaAttention(gpu or GPUS[DEFAULT_GPU])
     modules = named_modules(model)
     scopes = ModuleScopes(modules, track_backward=train)
     rec = _Recorder(scopes)
@@ -269,7 +281,8 @@ def trace_step(model: nn.Module, input_shape: tuple[int, ...], train: bool, opti
     opt = make_optimizer(optimizer, list(model.parameters())) if train else None
     model.train(train)
     try:
-        with (_Redirect(), scopes.attached(), rec, tracked_forward(scopes, model),
+        with (_Redirect(attention), attention.redirected(model), scopes.attached(), rec,
+              tracked_forward(scopes, model),
               checkpointed_blocks(model, preserve_rng_state=False) if checkpoint_blocks else _nothing()):
             if not train:
                 rec.mark("measure")
@@ -297,7 +310,7 @@ def trace_step(model: nn.Module, input_shape: tuple[int, ...], train: bool, opti
         for handle in hooks:
             handle.remove()
     return Trace(rec.events, layer_bytes, "train" if train else "inference", optimizer if train else None,
-                 str(dtype).removeprefix("torch."), tuple(input_shape))
+                 str(dtype).removeprefix("torch."), tuple(input_shape), notes=attention.notes(steps=2 if train else 1))
 
 
 @contextmanager
