@@ -65,6 +65,23 @@ class Bound(StrEnum):
     HOST = "host"
 
 
+class AttentionKernel(StrEnum):
+    """The kernel ``scaled_dot_product_attention`` runs on a CUDA device (``torch.nn.attention.SDPBackend``)."""
+
+    FLASH = "flash"
+    EFFICIENT = "efficient"
+    CUDNN = "cudnn"
+    MATH = "math"
+
+    @property
+    def words(self) -> str:
+        """How a note says it: "the memory-efficient kernel", "the math path (matmul + softmax)", ..."""
+        return {AttentionKernel.FLASH: "the flash-attention kernel",
+                AttentionKernel.EFFICIENT: "the memory-efficient kernel",
+                AttentionKernel.CUDNN: "the cuDNN attention kernel",
+                AttentionKernel.MATH: "the math path (matmul + softmax, scores materialized)"}[self]
+
+
 #: Work of the top-level model outside every submodule (its own functional calls).
 ROOT_ROW = "(model)"
 #: Work outside every tracked module.

@@ -35,13 +35,14 @@ def predict_config(name: str, size: int, batch: int, channels: int | None = None
     """Predicted peak memory of one configuration on ``gpu`` (no GPU needed), with its fit verdict against the
     card's memory or ``total_bytes``."""
     spec = resolve(name)
+    target = gpu_spec(gpu)
     model = build(spec, size, channels, classes)
     try:
         trace = trace_step(model, spec.input_shape(batch, size, channels),
-                           StepConfig.make(train, optimizer, dtype, checkpoint))
+                           StepConfig.make(train, optimizer, dtype, checkpoint), gpu=target)
     except ForwardFailed as failure:
         raise explain(spec, size, channels, classes, failure) from None
-    return predict(trace, gpu_spec(gpu), spec.name, checkpoint=checkpoint, total_bytes=total_bytes,
+    return predict(trace, target, spec.name, checkpoint=checkpoint, total_bytes=total_bytes,
                    total_source=total_source)
 
 

@@ -10,6 +10,8 @@ What CUDA does differently from the meta/CPU kernels, and how the trace follows 
 * dropout: CUDA runs the fused ``native_dropout`` (a 1-byte bool mask); the CPU path draws a float mask. Calls to
   ``F.dropout`` are redirected to ``native_dropout`` here.
 * optimizers: CUDA's default is the ``foreach`` implementation (its temporaries differ); it is forced here.
+* attention: ``F.scaled_dot_product_attention`` runs the fused kernel PyTorch would pick on the target GPU, and
+  ``nn.MultiheadAttention`` its inference fast path where it applies (:mod:`profiler.memory.attention`).
 * kernel workspaces (cuDNN convolutions, cuBLAS handles) do not exist on meta: the trace marks each convolution and
   matrix product with its shapes, and the replay adds the workspaces of the GPU it predicts for.
 """
@@ -30,8 +32,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
+from profiler.gpus import DEFAULT_GPU, GPUS, GpuSpec
 from profiler.kinds import Phase
 from profiler.memory.allocator import round_size
+from profiler.memory.attention import SDPA, CudaAttention
 from profiler.memory.layers import LayerBytes
 from profiler.meta import meta_call
 from profiler.models.loading import tracked_forward
@@ -125,6 +129,10 @@ class Trace:
 class _Redirect(TorchFunctionMode):
     """Make the meta run take CUDA's code paths where they allocate differently (see module docstring)."""
 
+    def __init__(self, attention: CudaAttention) -> None:
+        super().__init__()
+        self.attention = attention
+
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         if func is nn.functional.dropout:
@@ -133,6 +141,8 @@ class _Redirect(TorchFunctionMode):
             if training and p > 0:
                 return torch.native_dropout(x, p, True)[0]
             return x
+        if func is SDPA:
+            return self.attention.sdpa(*args, **kwargs)
         return func(*args, **kwargs)
 
 
@@ -219,14 +229,17 @@ class _TraceObserver(StepObserver):
             _label_gradients(self.rec, self.model)
 
 
-def trace_step(model: nn.Module, input_shape: tuple[int, ...], config: StepConfig) -> Trace:
+def trace_step(model: nn.Module, input_shape: tuple[int, ...], config: StepConfig, gpu: GpuSpec | None = None
+               ) -> Trace:
     """Record the allocations of the step protocol (:mod:`profiler.step`) on the meta device.
 
     Setup: weights, the input batch and its labels are resident. Inference: one step. Training: two steps, and a
     "measure" event before the second restarts the peak (the measurement protocol reports the second step, once
-    lazily created state — optimizer buffers, cuDNN plans, cuBLAS workspaces — exists). A failing forward raises
+    lazily created state — optimizer buffers, cuDNN plans, cuBLAS workspaces — exists). Attention is traced as it
+    runs on ``gpu`` (default: the catalogue's default card). A failing forward raises
     :class:`~profiler.models.loading.ForwardFailed` naming the layer."""
     model = model.to(config.torch_dtype)
+    attention = CudaAttention(gpu or GPUS[DEFAULT_GPU])
     modules = named_modules(model)
     scopes = ModuleScopes(modules, track_backward=config.train)
     rec = _Recorder(scopes)
@@ -242,8 +255,8 @@ def trace_step(model: nn.Module, input_shape: tuple[int, ...], config: StepConfi
     step = Step(model, x, y, config)
     observer = _TraceObserver(rec, model)
     try:
-        with (_Redirect(), scopes.attached(), layers, rec, tracked_forward(scopes, model),
-              step.checkpointing(preserve_rng_state=False)):
+        with (_Redirect(attention), attention.redirected(model), scopes.attached(), layers, rec,
+              tracked_forward(scopes, model), step.checkpointing(preserve_rng_state=False)):
             for run in range(2 if config.train else 1):
                 if run == (1 if config.train else 0):
                     rec.mark("measure")
@@ -252,7 +265,7 @@ def trace_step(model: nn.Module, input_shape: tuple[int, ...], config: StepConfi
     finally:
         rec.recording = False
     return Trace(rec.events, layers.bytes, config.mode, config.optimizer if config.train else None,
-                 config.dtype, tuple(input_shape))
+                 config.dtype, tuple(input_shape), notes=attention.notes(steps=2 if config.train else 1))
 
 
 def _label_gradients(rec: _Recorder, model: nn.Module) -> None:
