@@ -40,6 +40,7 @@ from profiler.bandwidth.timemodel import (
     HOST_FORWARD,
     Calibration,
     KernelArrays,
+    StepSeconds,
     host_seconds,
     kernel_seconds,
     pack,
@@ -144,9 +145,13 @@ class Problem:
     def subset(self, keep: Sequence[int], kernels: Sequence[Sequence[Kernel]]) -> Problem:
         return Problem.build([self.measurements[i] for i in keep], [kernels[i] for i in keep])
 
-    def predicted_step_s(self, coefficients: np.ndarray) -> np.ndarray:
+    def simulate(self, coefficients: np.ndarray) -> StepSeconds:
+        """Each measurement's simulated step (time, GPU busy time, host time) at ``coefficients``."""
         kernel_s, _ = kernel_seconds(self.arrays, self.bandwidth, coefficients)
-        return simulate_steps(self.arrays.starts, kernel_s, host_seconds(self.arrays, coefficients)).step_s
+        return simulate_steps(self.arrays.starts, kernel_s, host_seconds(self.arrays, coefficients))
+
+    def predicted_step_s(self, coefficients: np.ndarray) -> np.ndarray:
+        return self.simulate(coefficients).step_s
 
     def residuals(self, log_coefficients: np.ndarray, prior: np.ndarray) -> np.ndarray:
         """Log errors of the step times, the per-layer log errors (each configuration's mean as one point) and

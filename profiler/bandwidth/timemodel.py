@@ -68,8 +68,8 @@ class Coefficient:
 
 def _efficiency(op_class: OpClass) -> Coefficient:
     roof = "its compute roof" if op_class.on_compute_roof else "the DRAM bandwidth"
-    return Coefficient(f"e_{op_class}", "fraction", f"share of {roof} a {op_class.value.replace('_', ' ')} kernel "
-                       "reaches", 0.02, 1.0, 0.5)
+    return Coefficient(f"e_{op_class}", "fraction", f"share of {roof} reached by {op_class.value.replace('_', ' ')} "
+                       "kernels", 0.02, 1.0, 0.5)
 
 
 #: The 12 coefficients, in order: nine efficiencies (one per op class), the kernel floor, two host costs.
