@@ -65,6 +65,15 @@ def run() -> Section:
         "the coefficients are written to `profiler/bandwidth/time_calibration.json`. LOMO: leave-one-model-out, "
         "each model predicted by coefficients fitted without it. Errors are predicted ÷ measured − 1.",
         "",
+        "Reading the coefficients: an efficiency is what the counted FLOPs or bytes achieve against the datasheet "
+        "roof, so it also absorbs what the counts miss (cuDNN's helper kernels, cache hits, tile waste); the floor "
+        "and host costs are what a small kernel and an op call cost beyond that. Coefficients the data cannot tell "
+        "apart come out alike (convolution input and weight gradients run in pairs with the same FLOPs); the prior "
+        "keeps those the data hardly touch (the optimizer's) near 0.5. The widest spreads over the LOMO fits show "
+        "where one model carries a coefficient alone (AlexNet's fp32 classifier for the matrix products), which is "
+        "where leave-one-model-out misses most. All measurements are one card (H200) at batch 128 with SGD in "
+        "float32; other cards, batches, optimizers and dtypes are predictions the fit has not seen.",
+        "",
         markdown_table(verdict_headers, verdict_rows),
         "",
         "### Coefficients",
