@@ -14,5 +14,6 @@ BENCHMARKS: dict[str, str] = {
     "counting": "benchmarks.counting",
     "startup": "benchmarks.startup",
     "memory": "benchmarks.memory",
+    "timing": "benchmarks.timing",
     "reports": "benchmarks.reports",
 }

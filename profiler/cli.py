@@ -136,16 +136,31 @@ def build_parser() -> argparse.ArgumentParser:
     memory.set_defaults(handler=_cmd_memory)
 
     bandwidth = sub.add_parser(
-        "bandwidth", help="time, achieved FLOP/s and bandwidth per layer (torch profiler, NVML), with a roofline",
+        "bandwidth", help="time, achieved FLOP/s and bandwidth per layer: measured (torch profiler, NVML) or "
+                          "predicted for --gpu, with a roofline",
         description="Kernel time per layer from the torch profiler, achieved FLOP/s and bytes/s against the device's "
-                    "peaks, NVML counters during the run. Without CUDA: CPU times, labelled CPU.")
+                    "peaks, NVML counters during the run. Without CUDA: predicted for --gpu by the time model "
+                    "(labelled predicted); --device cpu measures the CPU instead (labelled CPU).")
     _add_model_args(bandwidth, batch_default=128)
     bandwidth.add_argument("--train", action="store_true", help="profile training steps instead of inference")
     bandwidth.add_argument("--steps", type=_int_in("--steps", 1, 10_000), default=20,
-                           help="profiled steps (default: 20)")
+                           help="profiled steps of a measured run (default: 20)")
     bandwidth.add_argument("--warmup", type=_int_in("--warmup", 0, 10_000), default=5,
-                           help="warm-up steps before profiling (default: 5)")
-    bandwidth.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda if available, else cpu")
+                           help="warm-up steps before profiling a measured run (default: 5)")
+    where = bandwidth.add_mutually_exclusive_group()
+    where.add_argument("--device", choices=("cuda", "cpu"), help="measure there (default: cuda if available, else "
+                                                                 "predict for --gpu)")
+    where.add_argument("--predict", action="store_true", help="predict for --gpu without running anything")
+    bandwidth.add_argument("--gpu", metavar="CARD", help="catalogue key of the card to predict for (default: h100; "
+                                                          "e.g. h200, a100-80gb, l4, t4)")
+    bandwidth.add_argument("--gpu-memory", metavar="SIZE", help="predicted runs: device memory to check the step's "
+                                                                "predicted peak against, e.g. 80GiB (a note)")
+    bandwidth.add_argument("--optimizer", choices=("sgd", "sgd-momentum", "adam"), default="sgd",
+                           help="optimizer of the training step (default: sgd, no momentum; measured runs: sgd only "
+                                "for now)")
+    bandwidth.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                           help="parameter and activation dtype (default: float32; measured runs: float32 only for "
+                                "now)")
     bandwidth.add_argument("--plot", metavar="FILE.png", help="also draw a roofline of the layers to FILE.png")
     bandwidth.set_defaults(handler=_cmd_bandwidth)
 
@@ -186,13 +201,12 @@ def _cmd_memory(args: argparse.Namespace) -> int:
 
 
 def _cmd_bandwidth(args: argparse.Namespace) -> int:
-    from profiler.bandwidth.runner import run_bandwidth
     from profiler.format.bandwidth import format_bandwidth
+    from profiler.runner import bandwidth_results
 
     if args.plot:
         check_writable(args.plot, "--plot")
-    results = run_bandwidth(args.models, args.size, batch=args.batch, channels=args.channels, classes=args.classes,
-                            train=args.train, steps=args.steps, warmup=args.warmup, device=args.device)
+    results = bandwidth_results(args)
     emit(format_bandwidth(results, args.format), args.output)
     if args.plot:
         from profiler.format.plots import roofline_plot

@@ -82,6 +82,31 @@ class AttentionKernel(StrEnum):
                 AttentionKernel.MATH: "the math path (matmul + softmax, scores materialized)"}[self]
 
 
+class OpClass(StrEnum):
+    """What a GPU kernel of the time model does (:mod:`profiler.bandwidth.kernels`); each class has its own
+    efficiency in :mod:`profiler.bandwidth.timemodel`. The first four run on a compute roof, the rest on bandwidth."""
+
+    CONV_FORWARD = "conv_forward"
+    CONV_INPUT_GRAD = "conv_input_grad"
+    CONV_WEIGHT_GRAD = "conv_weight_grad"
+    MATMUL = "matmul"
+    NORMALIZATION = "normalization"
+    ELEMENTWISE = "elementwise"
+    POOLING = "pooling"
+    REDUCTION = "reduction"
+    OPTIMIZER = "optimizer"
+
+    @property
+    def convolution(self) -> bool:
+        """Whether cuDNN runs it (the TF32 choice of :meth:`profiler.gpus.GpuSpec.roof` differs for convolutions)."""
+        return self in (OpClass.CONV_FORWARD, OpClass.CONV_INPUT_GRAD, OpClass.CONV_WEIGHT_GRAD)
+
+    @property
+    def on_compute_roof(self) -> bool:
+        """Convolutions and matrix products: their FLOPs meet a compute roof; the others only move bytes."""
+        return self.convolution or self is OpClass.MATMUL
+
+
 #: Work of the top-level model outside every submodule (its own functional calls).
 ROOT_ROW = "(model)"
 #: Work outside every tracked module.

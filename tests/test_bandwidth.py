@@ -345,6 +345,8 @@ def test_cpu_result_is_labelled_cpu_and_carries_no_gpu_figure(cpu_train: Bandwid
             assert gpu_word not in text, gpu_word
     obj = json.loads(format_bandwidth([cpu_train], "json"))
     assert obj["measured_on"].startswith("measured on CPU")
+    assert (obj["source"], obj["gpu"], obj["bound"]) == ("measured", None, None)
+    assert obj["model_source"].startswith("d2l")
     assert obj["nvml"] is None and obj["datasheet"] is None and obj["idle_ms"] is None
     csv_lines = format_bandwidth([cpu_train], "csv").splitlines()
     assert len(csv_lines) == 1 + len(cpu_train.layers) and all("CPU" in line for line in csv_lines[1:])

@@ -49,6 +49,14 @@ CASES: dict[str, tuple[list[str], tuple[str, ...]]] = {
                       ("the forward failed on input [1, 1, 224, 224]", "layer conv1 (Conv2d)", "--channels")),
     "memory_too_small": (["memory", "densenet", "--size", "20", "--predict"],
                          ("20×20 input is too small", "smallest size that works is 29")),
+    "bandwidth_predict_with_device": (["bandwidth", "nin", "--predict", "--device", "cpu"],
+                                      ("argument --device: not allowed with argument --predict",)),
+    "bandwidth_unknown_gpu": (["bandwidth", "nin", "--predict", "--gpu", "h900"], ("no GPU 'h900'", "h100")),
+    "bandwidth_bad_gpu_memory": (["bandwidth", "nin", "--predict", "--gpu-memory", "lots"],
+                                 ("--gpu-memory 'lots' is not a size",)),
+    "bandwidth_measured_dtype": (["bandwidth", "nin", "--device", "cpu", "--dtype", "bfloat16"],
+                                 ("--dtype float32 only", "--predict")),
+    "bandwidth_measured_gpu": (["bandwidth", "nin", "--device", "cpu", "--gpu", "h200"], ("add --predict",)),
 }
 if not torch.cuda.is_available():
     CASES["measure_without_gpu"] = (["memory", "nin", "--measure"], ("needs a CUDA GPU", "--predict"))

@@ -11,6 +11,7 @@ from typing import Any
 
 from profiler.device.nvml import NvmlSummary
 from profiler.gpus import Datasheet
+from profiler.kinds import Source
 
 #: Layer categories of the time shares, by the layer's module type (see :func:`profiler.bandwidth.runner.category`).
 CATEGORIES = ("conv", "linear", "normalization", "elementwise", "pooling", "other")
@@ -81,31 +82,37 @@ class LayerTiming:
 
 @dataclass
 class BandwidthResult:
-    """Time and achieved rates per layer of one configuration on one device.
+    """Time and achieved rates per layer of one configuration on one device, measured or predicted.
 
-    ``step_ms``: median step time over ``timed_steps`` steps without profiling (CUDA events on a GPU,
-    ``perf_counter`` on the CPU); ``profiled_step_ms``: the same over the ``steps`` profiled steps (ranges, hooks,
+    ``source`` says which (:class:`~profiler.kinds.Source`); ``model_source`` is where the model comes from. Measured:
+    ``step_ms`` is the median step time over ``timed_steps`` steps without profiling (CUDA events on a GPU,
+    ``perf_counter`` on the CPU); ``profiled_step_ms`` the same over the ``steps`` profiled steps (ranges, hooks,
     profiler and NVML sampling on), so ``overhead_percent`` is the profiler's cost. ``attributed_ms`` sums the rows
     (``(other)`` included) per profiled step; on a GPU ``busy_ms`` is the union of the kernel intervals per
     profiled step (the time some kernel ran; overlapping kernels count once) and ``idle_ms`` the rest of the mean
-    profiled step, when no kernel ran (launch gaps, hooks). ``flops``/``bytes`` are the static counts of the step,
-    ``step_flops_per_s``/``step_bytes_per_s`` those ÷ the step time. ``time_basis`` says what a row's time is."""
+    profiled step, when no kernel ran (launch gaps, hooks). Predicted (:mod:`profiler.bandwidth.predict`, no device
+    ran): ``step_ms`` is the time model's step on the catalogue card ``gpu``, the rows its kernel times, ``idle_ms``
+    the time the GPU waits for the host, ``host_ms`` the host's time launching the step, ``bound`` the step's bound
+    and ``assumptions`` the roofs, efficiencies and host costs used with the data they were fitted on; the profiling
+    fields are None. ``flops``/``bytes`` are the static counts of the step, ``step_flops_per_s``/``step_bytes_per_s``
+    those ÷ the step time. ``time_basis`` says what a row's time is."""
 
     model: str
-    source: str
+    source: str                                 # "measured" | "predicted"
+    model_source: str
     input_shape: tuple[int, ...]
     mode: str                                   # "inference" | "train"
     dtype: str
     device_kind: str                            # "cuda" | "cpu"
     device_name: str
     time_basis: str
-    warmup: int
-    timed_steps: int
-    steps: int
+    warmup: int | None
+    timed_steps: int | None
+    steps: int | None
     step_ms: float
-    profiled_step_ms: float
-    profiled_mean_step_ms: float
-    overhead_percent: float
+    profiled_step_ms: float | None
+    profiled_mean_step_ms: float | None
+    overhead_percent: float | None
     attributed_ms: float
     idle_ms: float | None
     flops: int
@@ -114,7 +121,7 @@ class BandwidthResult:
     step_bytes_per_s: float
     layers: list[LayerTiming]
     shares: dict[str, float]
-    peaks: DevicePeaks
+    peaks: DevicePeaks | None
     peaks_source: str
     datasheet: Datasheet | None
     nvml: NvmlSummary | None
@@ -122,3 +129,13 @@ class BandwidthResult:
     provenance: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     busy_ms: float | None = None
+    gpu: str | None = None                      # catalogue key (profiler/gpus.py) of the card, where known
+    optimizer: str | None = None                # training steps only
+    bound: str | None = None                    # profiler.kinds.Bound of the step (predicted)
+    host_ms: float | None = None
+    assumptions: dict[str, Any] | None = None
+
+    @property
+    def predicted(self) -> bool:
+        """Whether the time model made these figures (no device ran)."""
+        return self.source == Source.PREDICTED

@@ -45,8 +45,8 @@ from profiler.device import cpu_threads, resolve_device
 from profiler.device import provenance as device_provenance
 from profiler.device.nvml import NvmlSampler, NvmlSummary
 from profiler.errors import EXIT_OUT_OF_MEMORY, ProfilerError
-from profiler.gpus import datasheet_for
-from profiler.kinds import LOSS_ROW, OPTIMIZER_ROW, OTHER_ROW, ROOT_ROW
+from profiler.gpus import datasheet_for, gpu_for_device
+from profiler.kinds import LOSS_ROW, OPTIMIZER_ROW, OTHER_ROW, ROOT_ROW, Source
 from profiler.models import ModelSpec, build, resolve
 from profiler.models.loading import ForwardFailed, explain, output_classes, to_device
 from profiler.scopes import named_modules
@@ -277,9 +277,10 @@ def _result(stats: ModelStats, measured: _Measured, steps: int, warmup: int, dev
                      "the static counts cover forward, loss and backward, not the update")
     if profiled_steps != steps:
         notes.append(f"profiled {profiled_steps} steps (not {steps}) so that the sampled window lasts long enough")
+    card = gpu_for_device(provenance["device"]) if cuda else None
     return BandwidthResult(
-        model=stats.model, source=stats.source, input_shape=tuple(stats.input_shape), mode=stats.mode,
-        dtype=stats.dtype, device_kind=device.type, device_name=provenance["device"],
+        model=stats.model, source=Source.MEASURED, model_source=stats.source, input_shape=tuple(stats.input_shape),
+        mode=stats.mode, dtype=stats.dtype, device_kind=device.type, device_name=provenance["device"],
         time_basis=GPU_BASIS if cuda else CPU_BASIS, warmup=warmup, timed_steps=len(measured.step_ms),
         steps=profiled_steps, step_ms=step_ms,
         profiled_step_ms=profiled_step_ms, profiled_mean_step_ms=mean_profiled,
@@ -290,7 +291,8 @@ def _result(stats: ModelStats, measured: _Measured, steps: int, warmup: int, dev
         shares=shares, peaks=peaks, peaks_source=peaks_source,
         datasheet=datasheet_for(provenance["device"]) if cuda else None, nvml=measured.nvml,
         settings=numerics if cuda else {"cpu_threads": numerics["cpu_threads"]},
-        provenance=provenance, notes=notes,
+        provenance=provenance, notes=notes, gpu=card.key if card else None,
+        optimizer="sgd" if stats.mode == "train" else None,
         busy_ms=measured.attribution.busy_ns / profiled_steps / 1e6 if cuda else None)
 
 

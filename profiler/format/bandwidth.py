@@ -26,21 +26,30 @@ CONVENTION = ("FLOPs and bytes are the static counts of the same step (python -m
               "Counted bytes assume every tensor crosses DRAM, so a layer whose tensors stay in cache can show more "
               "than the copy bandwidth")
 
+PREDICTED_CONVENTION = ("FLOPs and bytes are the static counts of the same step (python -m profiler flops); a row's "
+                        "time is its kernels' predicted time; achieved FLOP/s and bytes/s = counted ÷ predicted time; "
+                        "% of peak = achieved ÷ the card's datasheet roof; a row is compute- or memory-bound by "
+                        "which kind of kernel takes more of its predicted time")
+
 NVML_LABELS = {"used_memory_bytes": "used memory", "gpu_util_percent": "GPU utilization",
                "memory_util_percent": "memory-controller utilization",
                "dram_bw_util_percent": "DRAM bandwidth utilization (GPM)"}
 
 
 def headline(result: BandwidthResult) -> str:
-    """"measured on <GPU> (CUDA)" or "measured on CPU (...) — CPU figures only", then model, input, mode, steps."""
-    if result.device_kind == DeviceKind.CUDA:
+    """"measured on <GPU> (CUDA)", "measured on CPU (...) — CPU figures only" or "predicted for <GPU> (<key>) — no
+    GPU ran", then model, input, mode, and the steps profiled or the optimizer and bound predicted."""
+    if result.predicted:
+        where = f"predicted for {result.device_name} ({result.gpu}) — no GPU ran"
+    elif result.device_kind == DeviceKind.CUDA:
         where = f"measured on {result.device_name} (CUDA)"
     else:
         where = f"measured on {result.device_name} — CPU figures only, no GPU figure"
-    source = f" ({result.source})" if result.source else ""
+    source = f" ({result.model_source})" if result.model_source else ""
     mode = Mode(result.mode).words
-    return (f"{where} · {result.model}{source} · input {shape_str(result.input_shape)} {result.dtype} · {mode} · "
-            f"{result.steps} profiled steps after {result.warmup} warm-up")
+    how = (f"{result.optimizer + ' · ' if result.optimizer else ''}{result.bound}-bound" if result.predicted else
+           f"{result.steps} profiled steps after {result.warmup} warm-up")
+    return f"{where} · {result.model}{source} · input {shape_str(result.input_shape)} {result.dtype} · {mode} · {how}"
 
 
 def _rate(value: float | None, divisor: float) -> str:
@@ -58,7 +67,8 @@ def _layer_table(result: BandwidthResult, fmt: str) -> str:
     byte_div, byte_u = binary_unit([r.bytes or 0 for r in rows])
     fps_div, fps_p = decimal_unit([r.flops_per_s or 0 for r in rows])
     bps_div, bps_p = decimal_unit([r.bytes_per_s or 0 for r in rows])
-    time_label = "kernel ms/step" if result.device_kind == DeviceKind.CUDA else "CPU ms/step"
+    time_label = ("predicted ms/step" if result.predicted else "kernel ms/step" if result.device_kind == DeviceKind.CUDA
+                  else "CPU ms/step")
     headers = ["layer", "type", time_label, "% time", *(["fwd ms", "bwd ms"] if train else []),
                f"FLOPs ({flop_p or '1'})", f"bytes ({byte_u})", "FLOP/B", f"{fps_p}FLOP/s", f"{bps_p}B/s",
                "% peak FLOP/s", "% peak B/s", "roof", "bound"]
@@ -91,8 +101,34 @@ def _tera(value: float | None, unit: str) -> str:
     return f"{value / divisor:,.2f} {prefix}{unit}"
 
 
+def _model_lines(result: BandwidthResult) -> list[str]:
+    """What a prediction assumed: the roof and efficiency per op class, floor, host costs, what they were fitted on."""
+    a = result.assumptions or {}
+    classes = []
+    for op_class, roof in a.get("roofs", {}).items():
+        if roof["compute_roof"] is not None:
+            classes.append(f"{op_class} {100 * roof['compute_efficiency']:.0f} % of {roof['compute_roof']} "
+                           f"{_tera(roof['compute_flops_per_s'], 'FLOP/s')}")
+        else:
+            classes.append(f"{op_class} {100 * roof['bandwidth_efficiency']:.0f} % of the bandwidth")
+    stream = next((r["bandwidth_efficiency"] for r in a.get("roofs", {}).values() if r["compute_roof"]), None)
+    fitted = [f for f in a.get("fitted_on", []) if f.startswith("reports/")]
+    errors = a.get("fit_errors", {})
+    return [f"roofs: datasheet of {result.device_name}, DRAM {_tera(a.get('bandwidth_bytes_per_s'), 'B/s')}; "
+            f"efficiency per op class: {' · '.join(classes)}"
+            + (f" (their bytes at {100 * stream:.0f} % of the bandwidth)" if stream is not None else ""),
+            f"per kernel a floor of {a.get('kernel_floor_us', 0):.2f} µs; host {a.get('host_forward_call_us', 0):.1f} "
+            f"µs per forward op call, {a.get('host_backward_call_us', 0):.1f} µs per backward op call "
+            f"({a.get('host_calls')} calls, {a.get('kernels')} kernels); {a.get('host', '')}",
+            f"coefficients fitted on {', '.join(fitted) or 'nothing'} ({a.get('fitted')}); leave-one-model-out step "
+            f"error {errors.get('lomo_mean_percent', '?')} % mean, {errors.get('lomo_max_percent', '?')} % worst; "
+            f"in-sample {errors.get('in_sample_mean_percent', '?')} % mean"]
+
+
 def _peaks_line(result: BandwidthResult) -> list[str]:
     p, sheet = result.peaks, result.datasheet
+    if result.predicted:
+        return _model_lines(result)
     if result.device_kind != DeviceKind.CUDA:
         return [f"CPU peaks ({result.peaks_source}): copy {_tera(p.copy_bytes_per_s, 'B/s')} (read + write), "
                 f"FP32 matmul {_tera(p.fp32_flops_per_s, 'FLOP/s')}; ridge point {p.fp32_ridge:.1f} FLOP/B — "
@@ -126,7 +162,7 @@ def _metric(key: str, m: MetricSummary) -> str:
 
 
 def _nvml_lines(result: BandwidthResult) -> list[str]:
-    if result.device_kind != DeviceKind.CUDA:
+    if result.device_kind != DeviceKind.CUDA or result.predicted:
         return []
     nvml = result.nvml
     if nvml is None or not nvml.available:
@@ -136,8 +172,13 @@ def _nvml_lines(result: BandwidthResult) -> list[str]:
     return [head + " · ".join(_metric(k, m) for k, m in nvml.metrics.items()), *nvml.notes]
 
 
-def _footer(result: BandwidthResult) -> list[str]:
+def _timing_lines(result: BandwidthResult) -> list[str]:
+    """The step time and what the rows add up to."""
     cuda = result.device_kind == DeviceKind.CUDA
+    if result.predicted:
+        return [f"predicted step time {result.step_ms:.3f} ms ({result.bound}-bound): the GPU busy "
+                f"{result.attributed_ms:.3f} ms (the rows), waiting for the host {result.idle_ms:.3f} ms; the host "
+                f"takes {result.host_ms:.3f} ms to launch the step (steady state, steps back to back)"]
     timer = "CUDA events" if cuda else "perf_counter"
     lines = [f"step time {result.step_ms:.3f} ms (median of {result.timed_steps}, {timer}, no profiler) · "
              f"{result.profiled_step_ms:.3f} ms profiled (layer ranges + torch.profiler"
@@ -151,6 +192,12 @@ def _footer(result: BandwidthResult) -> list[str]:
         lines.append(f"the rows add up to {result.attributed_ms:.3f} ms per profiled step (mean "
                      f"{result.profiled_mean_step_ms:.3f} ms); (other), {other:.3f} ms, is time outside every "
                      "layer: autograd engine, hooks, Python between layers")
+    return lines
+
+
+def _footer(result: BandwidthResult) -> list[str]:
+    cuda = result.device_kind == "cuda"
+    lines = _timing_lines(result)
     lines.append("share of time by layer type (the layer's module class): "
                  + " · ".join(f"{c} {100 * result.shares.get(c, 0.0):.1f} %" for c in CATEGORIES))
     lines.append(f"whole step (counted ÷ step time, derived): {_tera(result.step_flops_per_s, 'FLOP/s')}, "
@@ -158,7 +205,12 @@ def _footer(result: BandwidthResult) -> list[str]:
                  f"{human_bytes(result.bytes)} counted per step)")
     lines += _peaks_line(result)
     lines += _nvml_lines(result)
-    if cuda:
+    if result.predicted:
+        s = result.settings
+        lines.append(f"assumed PyTorch defaults: float32 matmul precision '{s['float32_matmul_precision']}', "
+                     f"cudnn.allow_tf32={s['cudnn_allow_tf32']}, cudnn.benchmark={s['cudnn_benchmark']}; each "
+                     "layer's FLOPs are on the roof of column roof")
+    elif cuda:
         s = result.settings
         lines.append(f"numerics: float32 matmul precision '{s['float32_matmul_precision']}' (linear layers on "
                      f"{'TF32 tensor cores' if s['float32_matmul_precision'] != 'highest' else 'FP32 CUDA cores'}),"
@@ -167,9 +219,12 @@ def _footer(result: BandwidthResult) -> list[str]:
                      f"cudnn.benchmark={s['cudnn_benchmark']}; each layer is compared with its roof (column roof)")
     lines.append(f"time: {result.time_basis}")
     lines += [f"note: {note}" for note in result.notes]
-    lines.append(f"convention: {CONVENTION}")
+    lines.append(f"convention: {PREDICTED_CONVENTION if result.predicted else CONVENTION}")
     prov = result.provenance
-    if cuda:
+    if result.predicted:
+        lines.append(f"provenance: predicted by {prov.get('time_model')} with {prov.get('coefficients')} (fitted "
+                     f"{prov.get('fitted')}); counts on meta tensors, nothing ran on a GPU")
+    elif cuda:
         lines.append(f"provenance: {prov.get('device')}, driver {prov.get('driver')}, torch {prov.get('torch')}, "
                      f"CUDA {prov.get('cuda')}, cuDNN {prov.get('cudnn')}, {prov.get('date')}")
     else:
@@ -183,8 +238,10 @@ def _summary(results: Sequence[BandwidthResult], fmt: str) -> str:
     for r in results:
         slowest = max((x for x in r.layers if x.name not in (OTHER_ROW, OPTIMIZER_ROW)),
                       key=lambda x: x.ms_per_step, default=None)
-        rows.append([r.model, shape_str(r.input_shape), r.mode, r.device_name, f"{r.step_ms:.3f}",
-                     f"{r.profiled_step_ms:.3f}", f"{r.overhead_percent:+.1f}",
+        device = f"{r.device_name} (predicted, {r.bound}-bound)" if r.predicted else r.device_name
+        rows.append([r.model, shape_str(r.input_shape), r.mode, device, f"{r.step_ms:.3f}",
+                     "-" if r.profiled_step_ms is None else f"{r.profiled_step_ms:.3f}",
+                     "-" if r.overhead_percent is None else f"{r.overhead_percent:+.1f}",
                      f"{slowest.name} ({100 * slowest.share:.1f} %)" if slowest else "-"])
     return render_table(headers, rows, fmt, colalign=("left",) * 4 + ("right",) * 3 + ("left",))
 
@@ -225,14 +282,16 @@ def bandwidth_json(result: BandwidthResult) -> dict[str, Any]:
     included), a ``measured_on`` line and the conventions."""
     obj = asdict(result)
     obj["input_shape"] = list(result.input_shape)
-    head = {"measured_on": headline(result).split(" · ")[0], "convention": CONVENTION,
+    where = "predicted_for" if result.predicted else "measured_on"
+    head = {where: headline(result).split(" · ")[0],
+            "convention": PREDICTED_CONVENTION if result.predicted else CONVENTION,
             "count_convention": conventions()}
     return _significant({**head, **obj})
 
 
-CSV_HEADERS = ["model", "input_shape", "mode", "device", "layer", "type", "category", "ms_per_step", "forward_ms",
-               "backward_ms", "share", "flops", "bytes", "intensity", "flops_per_s", "bytes_per_s", "compute_roof",
-               "compute_peak_fraction", "bandwidth_peak_fraction", "bound"]
+CSV_HEADERS = ["model", "input_shape", "mode", "source", "device", "layer", "type", "category", "ms_per_step",
+               "forward_ms", "backward_ms", "share", "flops", "bytes", "intensity", "flops_per_s", "bytes_per_s",
+               "compute_roof", "compute_peak_fraction", "bandwidth_peak_fraction", "bound"]
 
 
 def _csv_rows(result: BandwidthResult) -> list[list[Any]]:
@@ -241,5 +300,5 @@ def _csv_rows(result: BandwidthResult) -> list[list[Any]]:
             return ""
         return f"{value:.6g}" if isinstance(value, float) else value
 
-    return [[result.model, shape_str(result.input_shape), result.mode, result.device_name, r.name, r.type,
-             r.category, *(cell(getattr(r, f)) for f in CSV_HEADERS[7:])] for r in result.layers]
+    return [[result.model, shape_str(result.input_shape), result.mode, result.source, result.device_name, r.name,
+             r.type, r.category, *(cell(getattr(r, f)) for f in CSV_HEADERS[8:])] for r in result.layers]

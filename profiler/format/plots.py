@@ -4,7 +4,8 @@ no pyplot state), so the CLI starts fast and works without a display.
 A roofline puts each layer at (counted FLOPs ÷ counted bytes, counted FLOPs ÷ measured time) on log-log axes, under
 the device's measured roofs: the copy bandwidth (a slope) and the compute peaks (flat). On a GPU the FP32 roof is the
 matmul with TF32 off and the TF32 roof the faster of the TF32 matmul and the convolution; datasheet roofs are drawn
-dashed beside them. On the CPU the roofs are the CPU's own measured copy and matmul rates, labelled CPU.
+dashed beside them. On the CPU the roofs are the CPU's own measured copy and matmul rates, labelled CPU. A predicted
+result (no GPU ran) is drawn at its predicted kernel times under the datasheet roofs the time model used.
 """
 
 from __future__ import annotations
@@ -37,8 +38,21 @@ def drawable(result: BandwidthResult) -> list[LayerTiming]:
     return [r for r in result.layers if r.flops and r.bytes and r.flops_per_s]
 
 
+def _predicted_roofs(result: BandwidthResult) -> list[tuple[str, str, float, float, str, str, bool]]:
+    """The datasheet roofs a prediction put FLOPs on (one per compute precision it used), drawn solid."""
+    roofs = (result.assumptions or {}).get("roofs", {})
+    used = {r["compute_roof"]: r["compute_flops_per_s"] for r in roofs.values() if r["compute_roof"]}
+    bandwidth = result.assumptions["bandwidth_bytes_per_s"]
+    return [(f"{name.upper()} {_si(flops, 'FLOP/s')} ({result.device_name} datasheet)",
+             f"{name.upper()} {_si(flops, 'FLOP/s')}", flops, bandwidth, "-", color, True)
+            for (name, flops), color in zip(sorted(used.items(), key=lambda item: item[1]), ("black", "dimgray",
+                                                                                              "gray"), strict=False)]
+
+
 def _roofs(result: BandwidthResult) -> list[tuple[str, str, float, float, str, str, bool]]:
     """(legend label, short label, compute FLOP/s, bytes/s, line style, color, measured?) of every roof to draw."""
+    if result.predicted:
+        return _predicted_roofs(result)
     p, sheet, cpu = result.peaks, result.datasheet, result.device_kind != DeviceKind.CUDA
     where = "CPU, measured" if cpu else "measured"
     fp32 = _si(p.fp32_flops_per_s, "FLOP/s")
@@ -79,10 +93,11 @@ def _draw(ax: Any, result: BandwidthResult) -> list[tuple[Any, float, float]]:
     slopes = []
     peaks, sheet = result.peaks, result.datasheet
     x = x_low * 2
-    text = ax.text(x, peaks.copy_bytes_per_s * x / 1.2, f"{'CPU copy' if cpu else 'device-to-device copy'} "
-                   f"{_si(peaks.copy_bytes_per_s, 'B/s')} (measured, read + write)", fontsize=8,
-                   rotation_mode="anchor", va="top")
-    slopes.append((text, x, peaks.copy_bytes_per_s * x))
+    if peaks is not None:
+        text = ax.text(x, peaks.copy_bytes_per_s * x / 1.2, f"{'CPU copy' if cpu else 'device-to-device copy'} "
+                       f"{_si(peaks.copy_bytes_per_s, 'B/s')} (measured, read + write)", fontsize=8,
+                       rotation_mode="anchor", va="top")
+        slopes.append((text, x, peaks.copy_bytes_per_s * x))
     if sheet is not None:
         text = ax.text(x, sheet.bytes_per_s * x * 1.2, f"{sheet.name} datasheet DRAM {_si(sheet.bytes_per_s, 'B/s')}",
                        fontsize=7, color="gray", rotation_mode="anchor", va="bottom")
@@ -96,14 +111,16 @@ def _draw(ax: Any, result: BandwidthResult) -> list[tuple[Any, float, float]]:
     ax.xaxis.set_major_formatter(EngFormatter(unit="FLOP/B"))
     ax.yaxis.set_major_formatter(EngFormatter(unit="FLOP/s"))
     ax.set_xlabel("arithmetic intensity: counted FLOPs ÷ counted bytes (FLOP/B)")
-    ax.set_ylabel(f"achieved: counted FLOPs ÷ measured {'CPU' if cpu else 'kernel'} time (FLOP/s)")
+    timed = "predicted kernel" if result.predicted else "measured CPU" if cpu else "measured kernel"
+    ax.set_ylabel(f"achieved: counted FLOPs ÷ {timed} time (FLOP/s)")
     mode = Mode(result.mode).words
     device = f"{result.device_name} (CPU; CPU roofs)" if cpu else result.device_name
-    ax.set_title(f"Roofline per layer · {result.model} · input {shape_str(result.input_shape)} · {mode} · measured "
-                 f"on {device}", fontsize=10)
+    where = "predicted for" if result.predicted else "measured on"
+    ax.set_title(f"Roofline per layer · {result.model} · input {shape_str(result.input_shape)} · {mode} · {where} "
+                 f"{device}", fontsize=10)
     skipped = len(result.layers) - len(layers)
     ax.text(0.99, 0.01, f"{len(layers)} layers drawn (area ∝ share of time); {skipped} rows without counted FLOPs, "
-                        "bytes or a measured time are not", transform=ax.transAxes, ha="right", va="bottom",
+                        "bytes or a time are not", transform=ax.transAxes, ha="right", va="bottom",
             fontsize=7, color="gray")
     ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
     ax.legend(loc="upper left", fontsize=7, framealpha=0.9)

@@ -1,0 +1,319 @@
+"""The GPU kernels of one step, as the time model (:mod:`profiler.bandwidth.timemodel`) sees them: which kernels each
+aten op launches on CUDA, with the FLOPs and bytes of each, its op class and its layer.
+
+The step runs on meta tensors (no compute, batch size is free) under a dispatch mode that sees every aten op; each op
+is priced by :func:`profiler.counting.rules.op_cost` and charged to the layer :class:`~profiler.scopes.ModuleScopes`
+names, so a kernel's layer is the row the static counter gives the same op. The step is the measured one: inference
+is ``eval()`` and one forward without autograd; a training step is forward, cross-entropy, backward, and the
+optimizer update, whose kernels the static counts do not include and which are derived here (:data:`OPTIMIZERS`).
+
+Kernels per op (a convention: cuDNN and cuBLAS may launch helper kernels we do not see):
+
+* ops that move no byte (views, reshapes, bare allocations) launch **no kernel**;
+* a convolution launches **one cuDNN kernel** (FLOPs = 2 × MACs; bytes = input + weight + output) and, with a bias,
+  **one bias add** (elementwise: reads the output and the bias, writes the output), as ATen's ``_convolution`` adds the
+  bias after ``cudnn_convolution``;
+* a convolution backward launches one kernel per gradient it computes: the **input gradient** (bytes = grad_output +
+  weight + grad_input), the **weight gradient** (grad_output + input + grad_weight), each with the forward's FLOPs,
+  and the **bias gradient** (a reduction: grad_output + grad_bias);
+* a matrix product (``mm``, ``addmm``, ``bmm``, ``baddbmm``) launches **one cuBLAS kernel** (the bias of ``addmm``
+  fused in its epilogue);
+* a batch norm that computes batch statistics (training, forward and backward) launches **two kernels**: a
+  statistics pass that reads the activations (in backward also the incoming gradient), then the pass that
+  normalizes, with the op's counted bytes; with running statistics (inference) it is one kernel;
+* a pooling backward reads the gradient (and max pooling's indices) and writes the input gradient: the forward input
+  it takes only gives the shape, so its bytes are not counted;
+* every other op launches **one kernel** with the op's counted bytes, classed as normalization, pooling, reduction or
+  elementwise (the rest: activations, adds, copies, concatenation, fills); an op torch's flop formula gives MACs to
+  (attention) is a matrix product.
+
+The host: every op call the dispatcher sees costs the host time, views and allocations included; a kernel waits for
+the calls since the previous launch (:attr:`Kernel.host_calls`).
+
+Dropout in training runs as the meta kernels decompose it (a Bernoulli draw, a scale, a multiply: three kernels where
+CUDA's fused ``native_dropout`` launches one); only AlexNet and VGG use it, on their small classifier activations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from profiler.counting.rules import op_cost, tensor_bytes
+from profiler.errors import ProfilerError
+from profiler.kinds import LOSS_ROW, OPTIMIZER_ROW, ROOT_ROW, OpClass, Phase
+from profiler.models.loading import logits_of, tracked_forward
+from profiler.scopes import ModuleScopes, named_modules
+
+aten = torch.ops.aten
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One GPU kernel of a step: what launched it (``op``: an aten op, or an optimizer pass), its class, its layer
+    (the static counter's row name, ``(optimizer)`` for the update) and phase. ``flops`` (2 × MACs) are those of
+    compute-roof classes only; ``bytes`` are what it reads plus what it writes, every tensor crossing DRAM.
+    ``host_calls``: the op calls the host makes before it can launch this kernel — its own call and the calls
+    without kernels (views, allocations) since the previous launch — on the first kernel of a call; 0 on the others,
+    which the same call launches right after."""
+
+    op: str
+    op_class: OpClass
+    layer: str
+    phase: Phase
+    flops: int
+    bytes: int
+    host_calls: int = 1
+
+
+def _packets(*names: str) -> frozenset[Any]:
+    """The aten op packets of ``names`` that this torch has."""
+    return frozenset(getattr(aten, name) for name in names if hasattr(aten, name))
+
+
+MATMUL_OPS = _packets("mm", "addmm", "bmm", "baddbmm")
+CONV_OPS = _packets("convolution", "_convolution")
+NORMALIZATION_OPS = _packets(
+    "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
+    "_native_batch_norm_legit_functional", "_batch_norm_with_update", "_batch_norm_no_update", "cudnn_batch_norm",
+    "native_batch_norm_backward", "batch_norm_backward", "cudnn_batch_norm_backward", "native_layer_norm",
+    "native_layer_norm_backward", "native_group_norm", "native_group_norm_backward", "_fused_rms_norm",
+    "_fused_rms_norm_backward")
+POOLING_OPS = _packets(
+    "max_pool1d", "max_pool2d", "max_pool2d_with_indices", "max_pool3d_with_indices", "avg_pool1d", "avg_pool2d",
+    "avg_pool3d", "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_max_pool2d", "adaptive_max_pool3d",
+    "max_pool2d_with_indices_backward", "max_pool3d_with_indices_backward", "avg_pool2d_backward",
+    "avg_pool3d_backward", "_adaptive_avg_pool2d_backward", "_adaptive_avg_pool3d_backward",
+    "adaptive_max_pool2d_backward", "adaptive_max_pool3d_backward")
+POOLING_BACKWARD = frozenset(op for op in POOLING_OPS if str(op).endswith("_backward"))
+REDUCTION_OPS = _packets(
+    "sum", "mean", "amax", "amin", "max", "min", "var", "std", "var_mean", "norm", "linalg_vector_norm", "prod",
+    "_softmax", "_log_softmax", "_softmax_backward_data", "_log_softmax_backward_data", "nll_loss_forward",
+    "nll_loss_backward", "nll_loss2d_forward", "nll_loss2d_backward", "argmax", "argmin", "logsumexp")
+
+#: Batch-norm ops by the index of their ``training`` argument (None: they always use batch statistics).
+BATCH_STATISTICS: dict[Any, int | None] = {
+    **{op: 5 for op in _packets("native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_functional",
+                                "cudnn_batch_norm")},
+    **{op: None for op in _packets("_batch_norm_with_update")},
+    **{op: 7 for op in _packets("native_batch_norm_backward", "batch_norm_backward")}}
+BATCH_NORM_BACKWARD = _packets("native_batch_norm_backward", "batch_norm_backward")
+
+
+def _batch_statistics(packet: Any, args: tuple) -> bool:
+    """Whether a batch-norm op computes batch statistics (training), not the running ones."""
+    flag = BATCH_STATISTICS[packet]
+    return flag is None or bool(args[flag])
+
+
+#: The class of the ops that launch one kernel of a class other than elementwise.
+_SINGLE_KERNEL_CLASS = {**{op: OpClass.MATMUL for op in MATMUL_OPS},
+                        **{op: OpClass.NORMALIZATION for op in NORMALIZATION_OPS},
+                        **{op: OpClass.POOLING for op in POOLING_OPS},
+                        **{op: OpClass.REDUCTION for op in REDUCTION_OPS}}
+
+
+def _tensor_bytes(t: Any) -> int:
+    return tensor_bytes(t) if isinstance(t, torch.Tensor) else 0
+
+
+def op_kernels(func: Any, args: tuple, kwargs: dict, out: Any) -> list[tuple[str, OpClass, int, int]]:
+    """(label, class, FLOPs, bytes) of each kernel one call of ``func`` launches on CUDA (module docstring)."""
+    cost = op_cost(func, args, kwargs, out)
+    if cost.bytes == 0:
+        return []
+    packet, name = func.overloadpacket, str(func.overloadpacket).removeprefix("aten.")
+    if packet in CONV_OPS:
+        # convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
+        x, weight, bias = args[0], args[1], args[2]
+        kernels = [(name, OpClass.CONV_FORWARD, 2 * cost.macs, _tensor_bytes(x) + _tensor_bytes(weight)
+                    + _tensor_bytes(out))]
+        if bias is not None:
+            kernels.append((f"{name} (bias add)", OpClass.ELEMENTWISE, 0,
+                            2 * _tensor_bytes(out) + _tensor_bytes(bias)))
+        return kernels
+    if packet is aten.convolution_backward:
+        # convolution_backward(grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed,
+        #                      output_padding, groups, output_mask) -> (grad_input, grad_weight, grad_bias)
+        grad_out, x, weight, mask = args[0], args[1], args[2], args[10]
+        grads = list(out)
+        passes = int(mask[0]) + int(mask[1])
+        flops = 2 * cost.macs // passes if passes else 0
+        kernels = []
+        if mask[0]:
+            kernels.append((f"{name} (input gradient)", OpClass.CONV_INPUT_GRAD, flops,
+                            _tensor_bytes(grad_out) + _tensor_bytes(weight) + _tensor_bytes(grads[0])))
+        if mask[1]:
+            kernels.append((f"{name} (weight gradient)", OpClass.CONV_WEIGHT_GRAD, flops,
+                            _tensor_bytes(grad_out) + _tensor_bytes(x) + _tensor_bytes(grads[1])))
+        if mask[2]:
+            kernels.append((f"{name} (bias gradient)", OpClass.REDUCTION, 0,
+                            _tensor_bytes(grad_out) + _tensor_bytes(grads[2])))
+        return kernels
+    if packet in BATCH_STATISTICS and _batch_statistics(packet, args):
+        # the statistics pass reads the activations (in backward also the incoming gradient: the first two
+        # arguments) before the pass that normalizes
+        activations = args[:2] if packet in BATCH_NORM_BACKWARD else args[:1]
+        return [(f"{name} (statistics)", OpClass.NORMALIZATION, 0, sum(map(_tensor_bytes, activations))),
+                (f"{name} (normalize)", OpClass.NORMALIZATION, 0, cost.bytes)]
+    if packet in POOLING_BACKWARD:
+        # pool_backward(grad_output, self, ...): the forward input only gives the gradient's shape
+        return [(name, OpClass.POOLING, 0, cost.bytes - _tensor_bytes(args[1]))]
+    op_class = _SINGLE_KERNEL_CLASS.get(packet)
+    if op_class is None:
+        op_class = OpClass.MATMUL if cost.macs else OpClass.ELEMENTWISE
+    return [(name, op_class, 2 * cost.macs if op_class.on_compute_roof else 0, cost.bytes)]
+
+
+# ------------------------------------------------------------------------------------------------ the optimizer
+
+@dataclass(frozen=True)
+class ForeachPass:
+    """One ``torch._foreach_*`` call of an optimizer's update, per parameter: the tensor lists it takes (its depth in
+    ``multi_tensor_apply``: inputs and, out of place, outputs) and how many parameter-sized tensors it reads and
+    writes. ``scalar_list``: it takes one scalar per tensor (smaller launch limits)."""
+
+    call: str
+    depth: int
+    reads: int
+    writes: int
+    scalar_list: bool = False
+
+
+#: The steady-state update of each ``--optimizer`` (from the second step on, with its state allocated): torch.optim's
+#: foreach implementation, CUDA's default (``torch/optim/sgd.py`` ``_multi_tensor_sgd``, ``torch/optim/adam.py``
+#: ``_multi_tensor_adam``): SGD lr 0.01 without momentum, SGD with momentum 0.9 (no dampening, not Nesterov), Adam
+#: (lr 1e-3, no weight decay, not amsgrad; its step counters live on the CPU and launch no GPU kernel).
+OPTIMIZERS: dict[str, tuple[ForeachPass, ...]] = {
+    "sgd": (ForeachPass("_foreach_add_(params, grads, alpha=-lr)", depth=2, reads=2, writes=1),),
+    "sgd-momentum": (
+        ForeachPass("_foreach_mul_(momentum_buffers, momentum)", depth=1, reads=1, writes=1),
+        ForeachPass("_foreach_add_(momentum_buffers, grads)", depth=2, reads=2, writes=1),
+        ForeachPass("_foreach_add_(params, momentum_buffers, alpha=-lr)", depth=2, reads=2, writes=1)),
+    "adam": (
+        ForeachPass("_foreach_lerp_(exp_avgs, grads, 1 - beta1)", depth=2, reads=2, writes=1),
+        ForeachPass("_foreach_mul_(exp_avg_sqs, beta2)", depth=1, reads=1, writes=1),
+        ForeachPass("_foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)", depth=3, reads=2, writes=1),
+        ForeachPass("_foreach_sqrt(exp_avg_sqs)", depth=2, reads=1, writes=1),
+        ForeachPass("_foreach_div_(denominators, bias_correction2_sqrt)", depth=1, reads=1, writes=1,
+                    scalar_list=True),
+        ForeachPass("_foreach_add_(denominators, eps)", depth=1, reads=1, writes=1),
+        ForeachPass("_foreach_addcdiv_(params, exp_avgs, denominators, step_size)", depth=3, reads=3, writes=1,
+                    scalar_list=True)),
+}
+
+#: ``aten/src/ATen/native/cuda/MultiTensorApply.cuh`` as built with CUDA 13 (the kernel-argument space is 32 KB):
+#: elements per chunk (one thread block each), the most tensors per launch by depth (plain and with a scalar list),
+#: and the most blocks per launch.
+CHUNK_ELEMENTS = 65536
+MAX_TENSORS_PER_LAUNCH = (770, 448, 336, 252, 210)
+MAX_TENSORS_PER_LAUNCH_SCALAR_LIST = (672, 448, 336, 252, 210)
+MAX_BLOCKS_PER_LAUNCH = 2240
+
+
+def foreach_launches(numels: Sequence[int], depth: int, scalar_list: bool = False) -> list[int]:
+    """The elements each kernel launch of one foreach call covers, as ``multi_tensor_apply`` packs tensors into
+    launches: tensor by tensor, one block per chunk of :data:`CHUNK_ELEMENTS`; a launch goes out when its tensor list
+    or its block list is full (a tensor cut by a full block list continues in the next launch), and at the end."""
+    max_tensors = (MAX_TENSORS_PER_LAUNCH_SCALAR_LIST if scalar_list else MAX_TENSORS_PER_LAUNCH)[depth - 1]
+    launches: list[int] = []
+    tensors = blocks = elements = 0
+    for numel in (n for n in numels if n):
+        tensors += 1
+        chunks = math.ceil(numel / CHUNK_ELEMENTS)
+        for chunk in range(chunks):
+            blocks += 1
+            elements += min(CHUNK_ELEMENTS, numel - chunk * CHUNK_ELEMENTS)
+            last_chunk = chunk == chunks - 1
+            if (tensors == max_tensors and last_chunk) or blocks == MAX_BLOCKS_PER_LAUNCH:
+                launches.append(elements)
+                blocks = elements = 0
+                tensors = 0 if last_chunk else 1
+    if blocks:
+        launches.append(elements)
+    return launches
+
+
+def optimizer_kernels(numels: Sequence[int], element_size: int, optimizer: str) -> list[Kernel]:
+    """The kernels of one steady-state update of parameters of ``numels`` elements (``element_size`` bytes each):
+    every launch of every foreach pass of :data:`OPTIMIZERS`, its bytes = (reads + writes) × its elements × element
+    size. SGD without momentum thus moves 3 × 4 bytes per fp32 parameter (reads the parameter and its gradient, writes
+    the parameter). Each pass is one call for the host (on its first launch)."""
+    if optimizer not in OPTIMIZERS:
+        raise ProfilerError(f"unknown optimizer '{optimizer}': choose one of {', '.join(OPTIMIZERS)}")
+    return [Kernel(op=step.call, op_class=OpClass.OPTIMIZER, layer=OPTIMIZER_ROW, phase=Phase.OPTIMIZER, flops=0,
+                   bytes=(step.reads + step.writes) * elements * element_size, host_calls=int(launch == 0))
+            for step in OPTIMIZERS[optimizer]
+            for launch, elements in enumerate(foreach_launches(numels, step.depth, step.scalar_list))]
+
+
+# ------------------------------------------------------------------------------------------------ the collector
+
+class _KernelMode(TorchDispatchMode):
+    """Records the kernels of every op, charged to the running layer and phase."""
+
+    def __init__(self, scopes: ModuleScopes) -> None:
+        super().__init__()
+        self.scopes = scopes
+        self.kernels: list[Kernel] = []
+        self.calls_without_kernels = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        layer = self.scopes.current() or ROOT_ROW
+        phase = Phase.BACKWARD if torch._C._current_graph_task_id() != -1 else Phase.FORWARD
+        launched = op_kernels(func, args, kwargs, out)
+        calls = self.calls_without_kernels + 1
+        self.calls_without_kernels = 0 if launched else calls
+        self.kernels.extend(Kernel(label, op_class, layer, phase, flops, nbytes, calls if index == 0 else 0)
+                            for index, (label, op_class, flops, nbytes) in enumerate(launched))
+        return out
+
+
+def step_kernels(model: nn.Module, input_shape: tuple[int, ...], train: bool, dtype: torch.dtype = torch.float32,
+                 optimizer: str = "sgd") -> list[Kernel]:
+    """Every kernel of one step of ``model`` (on the meta device) in launch order (module docstring): inference is
+    ``eval()`` and a forward without autograd; a training step is forward, cross-entropy against class-0 labels (row
+    ``loss``), backward, then ``optimizer``'s update (:func:`optimizer_kernels`; gradients set to None beforehand, as
+    ``zero_grad(set_to_none=True)`` leaves them, so backward accumulates nothing). Calls without kernels after the
+    last launch of an inference step cost the host nothing here (there is nothing left to wait for). A failing
+    forward raises
+    :class:`~profiler.models.loading.ForwardFailed`."""
+    model = model.to(dtype)
+    modules = named_modules(model)
+    loss_fn = nn.CrossEntropyLoss()
+    if train:
+        modules[LOSS_ROW] = loss_fn
+    scopes = ModuleScopes(modules, track_backward=train, outside=LOSS_ROW if train else ROOT_ROW)
+    x = torch.empty(input_shape, device="meta", dtype=dtype)
+    target = torch.zeros(input_shape[0], dtype=torch.long, device="meta")  # made once, outside the step
+    was_training = model.training
+    for p in model.parameters():
+        p.grad = None
+    model.train(train)
+    try:
+        with scopes.attached(), _KernelMode(scopes) as mode, tracked_forward(scopes, model):
+            if train:
+                loss_fn(logits_of(model(x)), target).backward()
+            else:
+                with torch.no_grad():
+                    model(x)
+    finally:
+        model.train(was_training)
+    kernels = mode.kernels
+    if train:
+        params = [p for p in model.parameters() if p.requires_grad]
+        update = optimizer_kernels([p.numel() for p in params], params[0].element_size() if params else 4,
+                                   optimizer)
+        if update:  # backward's last calls without kernels (gradients handed to parameters) precede the update
+            update[0] = replace(update[0], host_calls=update[0].host_calls + mode.calls_without_kernels)
+        kernels += update
+    return kernels
+
