@@ -80,6 +80,17 @@ class Measurement:
     def label(self) -> str:
         return f"{self.model} {self.size} {Mode.of(self.train)}"
 
+    @property
+    def key(self) -> str:
+        """The measurement's name in the committed fit (:func:`measurement_key`)."""
+        return measurement_key(self.model, self.size, self.train, self.batch, self.gpu.key)
+
+
+def measurement_key(model: str, size: int, train: bool, batch: int, gpu: str) -> str:
+    """How ``time_calibration.json`` names a measured configuration (``fitted_on``, the per-configuration errors):
+    "alexnet 224 train batch 128 on h200"."""
+    return f"{model} {size} {Mode.of(train)} batch {batch} on {gpu}"
+
 
 def committed_measurements(data_dir: Path) -> list[Measurement]:
     """Every committed measurement the fit may use (module docstring), in file order."""
@@ -253,14 +264,14 @@ def fit_and_check(measurements: Sequence[Measurement], kernels: Sequence[Sequenc
 def calibration_of(report: FitReport) -> Calibration:
     """The committed form of a fit: values by name, what they were fitted on, the method and the errors."""
     sources = sorted({m.source for m in report.measurements})
-    configs = [f"{m.label} batch {m.batch} on {m.gpu.key}" for m in report.measurements]
+    configs = [m.key for m in report.measurements]
     layered = sum(1 for m in report.measurements if m.layer_ms)
     method = (f"bounded Levenberg–Marquardt on log coefficients minimising the mean squared log error of "
               f"{len(configs)} step times ({layered} with per-layer kernel times) plus a pull of weight "
               f"{PRIOR_WEIGHT} towards each coefficient's prior (profiler/bandwidth/fit.py); checked "
               "leave-one-model-out")
     errors = {**{k: round(v, 1) for k, v in report.summary().items()},
-              "per_configuration_percent": {f"{m.label} batch {m.batch} on {m.gpu.key}":
+              "per_configuration_percent": {m.key:
                                             {"in_sample": round(100 * a, 1), "lomo": round(100 * b, 1)}
                                             for m, a, b in zip(report.measurements, report.in_sample,
                                                                report.leave_one_model_out, strict=True)}}

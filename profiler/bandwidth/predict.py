@@ -100,17 +100,24 @@ class _RowTime:
 
 def predict_step(model_name: str, size: int, batch: int = 128, train: bool = False, gpu: str = DEFAULT_GPU,
                  dtype: str = "float32", optimizer: str = "sgd", channels: int | None = None,
-                 classes: int | None = None, calibration: Calibration | None = None) -> BandwidthResult:
+                 classes: int | None = None, calibration: Calibration | None = None,
+                 counted: ModelStats | None = None) -> BandwidthResult:
     """The predicted time per layer and per step of one configuration on the catalogue card ``gpu`` (module
     docstring), with the committed coefficients unless ``calibration`` is given. ``optimizer`` applies to training
-    steps (steady state: from the second step on)."""
+    steps (steady state: from the second step on). ``counted``: the static count of this very configuration where the
+    caller has it already (the reports do), so that it is not counted twice."""
     _check(dtype, optimizer)
     card = gpu_spec(gpu)
     spec = resolve(model_name)
     model = build(spec, size, channels, classes)
     shape = spec.input_shape(batch, size, channels)
+    if counted is not None and (tuple(counted.input_shape), counted.mode, counted.dtype) != (
+            tuple(shape), Mode.of(train), dtype):
+        raise ValueError(f"the count given is of {counted.input_shape} {counted.mode} {counted.dtype}, not of the "
+                         f"configuration predicted ({shape} {Mode.of(train)} {dtype})")
     try:
-        stats = count_model(model, shape, name=spec.name, train=train, dtype=getattr(torch, dtype))
+        stats = counted if counted is not None else count_model(model, shape, name=spec.name, train=train,
+                                                                dtype=getattr(torch, dtype))
         kernels = step_kernels(model, shape, train, getattr(torch, dtype), optimizer)
     except ForwardFailed as failure:
         raise explain(spec, size, channels, classes, failure) from None

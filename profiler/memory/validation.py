@@ -128,16 +128,22 @@ def workspace_table(weight_factor: float) -> dict[str, Any]:
     return table
 
 
+@cache
+def _replay_with_factor(run: ReferenceRun, weight_factor: float) -> Replay:
+    """:func:`_replay` with :func:`workspace_table` (``weight_factor``): the same for every fit that includes ``run``,
+    so the leave-one-model-out fits replay each (run, factor) once."""
+    return _replay(run, workspace_table(weight_factor))
+
+
 def fit_workspaces(runs: list[ReferenceRun]) -> float:
     """The filter-gradient weight factor (from :data:`WEIGHT_FACTORS`) that minimises the mean |error| of predicted
     peak allocated memory over the training runs of ``runs``, first and second step (ties: the smaller factor)."""
     training = [r for r in runs if r.train]
 
     def mean_error(factor: float) -> float:
-        table = workspace_table(factor)
         errors = []
         for r in training:
-            result = _replay(r, table)
+            result = _replay_with_factor(r, factor)
             errors += [abs(result.peak_allocated / r.peak_allocated - 1),
                        abs(result.peak_allocated_first / r.peak_allocated_first - 1)]
         return sum(errors) / len(errors)
@@ -152,12 +158,11 @@ def validate() -> tuple[RunErrors, ...]:
     gpu = gpu_spec(REFERENCE_GPU)
     calibration = calibrations()[REFERENCE_GPU]
     committed = calibration.workspaces
-    lomo_tables = {}
-    for model in dict.fromkeys(r.model for r in runs):
-        lomo_tables[model] = workspace_table(fit_workspaces([r for r in runs if r.model != model]))
+    lomo_factors = {model: fit_workspaces([r for r in runs if r.model != model])
+                    for model in dict.fromkeys(r.model for r in runs)}
     out = []
     for run in runs:
-        fitted, held_out = _replay(run, committed), _replay(run, lomo_tables[run.model])
+        fitted, held_out = _replay(run, committed), _replay_with_factor(run, lomo_factors[run.model])
         out.append(RunErrors(run=run, allocated=fitted.peak_allocated, reserved=fitted.peak_reserved,
                              lomo_allocated=held_out.peak_allocated, lomo_reserved=held_out.peak_reserved,
                              allocated_first=fitted.peak_allocated_first,
