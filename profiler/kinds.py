@@ -119,3 +119,5 @@ OPTIMIZER_ROW = "(optimizer)"
 UNUSED_ROW = "(modules that did not run)"
 #: GPU time or CPU time no layer's range encloses.
 OTHER_ROW = "(other)"
+#: The part of a step the GPU spends idle, waiting for the host to launch kernels (step time − kernel time).
+HOST_WAIT_ROW = "(GPU waiting for the host)"

@@ -11,6 +11,7 @@ import textwrap
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -38,6 +39,18 @@ def _counted(name: str, size: int, train: bool, batch: int) -> ModelStats:
     # (see test_training_count_does_not_depend_on_earlier_counts), which would change a later training count.
     model = build(spec, size) if train else _built(name, size)
     return count_model(model, spec.input_shape(batch, size), name=spec.name, train=train)
+
+
+@pytest.fixture(scope="session")
+def text_box() -> Callable[[Any, Any], Any]:
+    """``text_box(annotation, renderer)``: a matplotlib annotation's text as drawn (display pixels), without the line
+    to its point — what must not cover another label."""
+    from matplotlib.text import Text
+
+    def box(annotation: Any, renderer: Any) -> Any:
+        annotation.update_positions(renderer)
+        return Text.get_window_extent(annotation, renderer)
+    return box
 
 
 @pytest.fixture(scope="session")

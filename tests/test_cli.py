@@ -92,7 +92,7 @@ def test_models_lists_every_zoo_model_with_the_issue_checkpoints(cli):
 
 def test_flops_nin_table_shows_hand_counted_totals(cli):
     out = ok(cli, "flops_nin")
-    assert out.startswith("nin (d2l §7.3 Network in Network) · input 1×1×224×224 float32 · inference")
+    assert out.startswith("nin (d2l-zh v2 §7.3 Network in Network) · input 1×1×224×224 float32 · inference")
     # Totals of tests/test_counting.py's hand counts: 762,297,352 MACs, 4,053,718 other ops, 34,360,992 bytes.
     assert ("totals: 1,992,166 params · 762.30 M MACs · 1.52 G FLOPs · 4.05 M other ops · 32.8 MiB moved"
             in out)

@@ -12,18 +12,31 @@ import json
 import re
 import shlex
 import signal
+import struct
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
 
+from profiler.bandwidth.fit import measurement_key
+from profiler.bandwidth.timemodel import committed_calibration
 from profiler.cli import build_parser, main
 from profiler.errors import ProfilerError
+from profiler.format.plots import palette
+from profiler.gpus import gpu_spec
+from profiler.kinds import HOST_WAIT_ROW
+from profiler.models.zoo import EDITION, EDITION_NAME
 from profiler.site import generate as generate_module
 from profiler.site.collect import BATCH, SIZES, ReportData, collect
-from profiler.site.figures import FIGURES
+from profiler.site.exercises import _missing_gradients
+from profiler.site.figures import FIGURES, params_vs_macs, roofline, roofline_file
 from profiler.site.generate import generate, render
-from profiler.site.markdown import mib, ms, per_second, ratio
+from profiler.site.markdown import error, mib, ms, per_second, ratio
 from profiler.site.measured import MEASUREMENT_FILES
+from profiler.site.measured_gpu import BANDWIDTH_PATTERN, load_gpu_bandwidth
+from profiler.site.pages import TIME_HEADING, model_page
 from profiler.util import files as files_module
 from profiler.util.units import human_bytes
 
@@ -333,7 +346,7 @@ def test_derived_figures_are_counted_work_over_measured_time(report_data, genera
                 for header, cell in zip(headers, row, strict=True):
                     if "derived" not in header:
                         continue
-                    train = header.startswith("training")
+                    train = {"inference": False, "training": True}[row[1]]
                     sd = report_data.models[row[0]].sizes[int(size)]
                     stats = sd.train if train else sd.inference
                     step = runs[row[0], int(size), train]["ms_per_step"]
@@ -362,9 +375,13 @@ def test_predicted_memory_says_which_gpu(generated):
 
 
 def test_no_per_layer_time_is_invented(generated):
+    """Without a committed GPU run of kernel times, model pages show predicted per-layer time only, and say so."""
+    assert not list((REPORTS / "data").glob(BANDWIDTH_PATTERN))
     for name, text in _markdown(generated).items():
         if name.startswith("models/"):
-            assert "no gpu timing per layer is committed yet" in text.lower(), name
+            assert "No measured time per layer is committed yet" in text, name
+            assert not any("measured" in header for headers, _ in _tables(text) for header in headers
+                           if "ms/step" in header), name
 
 
 # --------------------------------------------------------------------------------------------- commands
@@ -380,3 +397,241 @@ def test_every_command_shown_is_one_the_cli_accepts(generated):
 def test_googlenet_smallest_input_is_found_by_the_tool(report_data, generated):
     assert report_data.smallest_sizes["googlenet"] == 1
     assert "python -m profiler flops googlenet --size 1" in (generated / "exercises.md").read_text()
+
+
+# --------------------------------------------------------------------------------------------- tables and time
+
+def _section(text: str, heading: str) -> str:
+    """The body of the markdown section whose heading line is ``heading``, up to the next heading of its level."""
+    level = heading.split(" ")[0]
+    body = text.split(f"\n{heading}\n", 1)[1]
+    return re.split(rf"\n{level} ", body, maxsplit=1)[0]
+
+
+def _cell_ms(cell: str) -> float:
+    return float(cell.split(" ")[0].replace(",", ""))
+
+
+def test_comparison_tables_have_at_most_seven_columns(generated):
+    widths = [len(headers) for headers, _ in _tables((generated / "comparison.md").read_text())]
+    assert len(widths) == 2 * 6 + 3 and max(widths) <= 7  # per size: cost, memory and time, two tables each
+
+
+def test_the_tf32_reason_stands_right_above_achieved_rates_beyond_the_fp32_peak(generated):
+    paragraphs = (generated / "comparison.md").read_text().split("\n\n")
+    fp32_tflops = gpu_spec("h200").fp32_flops_per_s / 1e12
+    beyond = 0
+    for before, paragraph in zip(paragraphs, paragraphs[1:], strict=False):
+        if paragraph.startswith("| model") and "achieved TFLOP/s" in paragraph.splitlines()[0]:
+            assert "TF32 tensor cores" in before and "`torch.backends.cudnn.allow_tf32` is True" in before
+            assert f"FP32 peak ({fp32_tflops:g} TFLOP/s)" in before
+            [(headers, rows)] = _tables(paragraph)
+            column = next(i for i, header in enumerate(headers) if "achieved TFLOP/s" in header)
+            beyond += sum(float(row[column]) > fp32_tflops for row in rows)
+    assert beyond >= 4  # AlexNet and VGG at 224 exceed the FP32 peak: the reason is needed
+
+
+def test_predicted_step_times_stand_beside_measured_with_in_sample_and_lomo_errors(report_data, generated):
+    calibration = committed_calibration()
+    fitted = calibration.errors["per_configuration_percent"]
+    runs = {(r["model"], r["size"], r["train"]): r["ms_per_step"] for r in _reference_runs() if r["batch"] == BATCH}
+    text = (generated / "comparison.md").read_text()
+    assert f"fitted on these very 24 step times (`{calibration.fitted_on[0]}`" in text and "proves little" in text
+    checked = 0
+    for size in SIZES:
+        section = text.split(f"\n## {size}×{size} input\n")[1].split("\n## ")[0]
+        headers, rows = next(t for t in _tables(section) if "ms/step, measured" in t[0])
+        assert headers == ["model", "step", "ms/step, measured", "ms/step, predicted for NVIDIA H200", "error",
+                           "error, LOMO", "bound, predicted"]
+        for name, step, measured, predicted, in_sample, lomo, bound in rows:
+            train = step == "training"
+            sd = report_data.models[name].sizes[size]
+            result = sd.time_train if train else sd.time_inference
+            key = measurement_key(name, size, train, BATCH, "h200")
+            assert (measured, predicted, bound) == (ms(runs[name, size, train]), ms(result.step_ms), result.bound)
+            assert in_sample == error(result.step_ms, runs[name, size, train])
+            assert lomo == f"{fitted[key]['lomo']:+.1f} %"
+            # the committed fit's own in-sample error agrees with the prediction made here (coefficients stored to
+            # 4 significant digits): the coefficients and the model that uses them are in step
+            assert 100 * (result.step_ms / runs[name, size, train] - 1) == pytest.approx(fitted[key]["in_sample"],
+                                                                                         abs=0.2)
+            checked += 1
+    assert checked == 24
+
+
+def test_every_model_page_shows_predicted_time_per_layer_adding_up_to_the_step(report_data, generated):
+    for name, model in report_data.models.items():
+        text = (generated / "models" / f"{name}.md").read_text()
+        assert "No roofline is drawn" not in text and "no GPU timing" not in text.lower()
+        section = _section(text, f"## {TIME_HEADING}")
+        tables = _tables(section)
+        assert len(tables) == len(model.sizes)
+        for (headers, rows), sd in zip(tables, model.sizes.values(), strict=True):
+            assert headers == ["layer", "type", "inference: ms/step (share), predicted",
+                               "training: ms/step (share), predicted", "bound (inference / training), predicted"]
+            assert rows[-1][0] == "step"
+            for column, result in ((2, sd.time_inference), (3, sd.time_train)):
+                cells = [row[column] for row in rows[:-1] if row[column] != "-"]
+                assert sum(map(_cell_ms, cells)) == pytest.approx(result.step_ms, abs=0.0005 * len(cells) + 1e-9)
+                assert rows[-1][column] == f"{result.step_ms:,.3f} (100.0 %)"
+            if sd.time_train.idle_ms:  # a host-bound step shows the GPU's wait as a row of its own
+                assert rows[-2][0] == HOST_WAIT_ROW and rows[-2][-1].endswith("host")
+        assert f"![Roofline of {name}, predicted for NVIDIA H200" in text
+        assert f"](../figures/{roofline_file(name)})" in text
+        assert (generated / "figures" / roofline_file(name)).is_file()
+
+
+def _synthetic_gpu_times(report_data: ReportData, folder: Path) -> dict[bool, dict[str, float]]:
+    """A gpu_bandwidth_h200.json (as benchmarks/gpu_run.py writes it) with AlexNet at 224, both modes, whose layer
+    ``i`` took (i + 1) µs; returns the measured ms per row, per mode."""
+    sd = report_data.models["alexnet"].sizes[224]
+    runs, times = [], {}
+    for train, predicted in ((False, sd.time_inference), (True, sd.time_train)):
+        layers = [{"name": row.name, "type": row.type, "category": row.category, "ms_per_step": (i + 1) / 1000,
+                   "forward_ms": (i + 1) / 1000, "backward_ms": 0.0, "share": 0.0, "flops": row.flops,
+                   "bytes": row.bytes, "flops_per_s": None, "bytes_per_s": None, "compute_roof": None,
+                   "compute_peak_fraction": None, "bandwidth_peak_fraction": None, "bound": None}
+                  for i, row in enumerate(predicted.layers)]
+        times[train] = {layer["name"]: layer["ms_per_step"] for layer in layers}
+        total = sum(times[train].values())
+        runs.append({"model": "alexnet", "input_shape": [BATCH, 1, 224, 224], "mode": "train" if train else "inference",
+                     "step_ms": total + 0.5, "profiled_step_ms": total + 0.6, "overhead_percent": 2.0,
+                     "busy_ms": total, "idle_ms": 0.0, "attributed_ms": total, "layers": layers, "nvml": None})
+    doc = {"dry_run": False, "peaks": {"copy_bytes_per_s": 4.2e12}, "datasheet": None, "runs": runs, "failed": [],
+           "provenance": {"device": "NVIDIA H200", "driver": "580", "torch": "2.11", "cuda": "13.0",
+                          "cudnn": "91900", "date": "2026-12-01"}}
+    (folder / "gpu_bandwidth_h200.json").write_text(json.dumps(doc))
+    return times
+
+
+def test_measured_per_layer_times_stand_beside_the_prediction_once_a_gpu_run_is_committed(report_data, tmp_path):
+    times = _synthetic_gpu_times(report_data, tmp_path)  # never under reports/data/
+    data = replace(report_data, measured_times=load_gpu_bandwidth(tmp_path))
+    text = model_page(data, "alexnet")
+    assert "Measured kernel times per layer stand beside the prediction" in text
+    small, large = _tables(_section(text, f"## {TIME_HEADING}"))
+    assert len(small[0]) == 5  # nothing measured at 96
+    headers, rows = large
+    assert headers == ["layer", "type", "inference: ms/step (share), predicted",
+                       "inference: kernel ms/step (share), measured", "training: ms/step (share), predicted",
+                       "training: kernel ms/step (share), measured", "bound (inference / training), predicted"]
+    by_name = {row[0]: row for row in rows}
+    for train, column in ((False, 3), (True, 5)):
+        step_ms = sum(times[train].values()) + 0.5
+        assert by_name["3"][column] == f"{times[train]['3']:.3f} ({100 * times[train]['3'] / step_ms:.1f} %)"
+        assert by_name["step"][column] == f"{step_ms:,.3f} (100.0 %)"
+    assert by_name["loss"][3] == "-" and by_name["loss"][5] != "-"  # the loss runs in training only
+
+
+def test_activation_ranking_gives_each_amount_one_row_with_every_layer_that_allocates_it(report_data, generated):
+    for name, model in report_data.models.items():
+        text = (generated / "models" / f"{name}.md").read_text()
+        [(headers, rows)] = _tables(_section(text, "### By activation memory (training step, batch 128, predicted "
+                                                   "for NVIDIA H200)"))
+        assert headers[0] == "layers" and len({row[2] for row in rows}) == len(rows)
+        amounts = model.sizes[224].memory_train.layers
+        for layers, _, each, _ in rows:
+            holders = [layer for layer, nbytes in amounts.items() if human_bytes(nbytes) == each]
+            listed = layers.split(" and ")[0].split(", ")
+            assert listed == holders[:4] and (len(holders) <= 4 or layers.endswith(f"and {len(holders) - 4} more"))
+    nin = _tables(_section((generated / "models" / "nin.md").read_text(), "### By activation memory (training "
+                                                                            "step, batch 128, predicted for NVIDIA "
+                                                                            "H200)"))[0][1]
+    assert nin[0][0].count(",") == 3  # NiN's first block: four layers (and more) with one map size
+
+
+def test_every_section_number_names_its_edition(generated):
+    for name, text in _markdown(generated).items():
+        for line in text.splitlines():
+            if "§" in line:
+                assert EDITION in line or "edition" in line, (name, line)
+    readme = (generated / "README.md").read_text()
+    assert EDITION_NAME in readme and "chapter 8" in readme
+
+
+# --------------------------------------------------------------------------------------------- exercises 7.1.x
+
+def test_alexnet_gradients_at_the_peak_are_those_of_the_layers_backward_has_reached(report_data, generated):
+    layers = report_data.models["alexnet"].sizes[224].layers.layers
+    # the first convolutions' parameters by hand: (11·11 + 1)·96, (96·25 + 1)·256, (256·9 + 1)·384, (384·9 + 1)·384
+    first = [11_712, 614_656, 885_120, 1_327_488]
+    assert _missing_gradients(layers, 4 * sum(first[:3])) == ["0", "3", "6"]
+    assert _missing_gradients(layers, 4 * sum(first) + 1024) == ["0", "3", "6", "8"]  # allocator rounding
+    assert _missing_gradients(layers, 4 * sum(first[:3]) // 2) is None
+    section = _section((generated / "exercises.md").read_text(), "## 7.1.3")
+    weights = {result.breakdown["weights"] for result in report_data.alexnet_batches.values()}
+    assert len(weights) == 1 and mib(weights.pop()) == mib(4 * 46_764_746) == "178.4"
+    predicted = _tables(section)[0]
+    assert predicted[0][4:] == ["weights, predicted", "gradients at the peak, predicted"]
+    assert len({row[4] for row in predicted[1]}) == 1
+    for batch, result in report_data.alexnet_batches.items():
+        missing = result.breakdown["weights"] - result.breakdown["gradients"]
+        assert missing > 0 and f"{human_bytes(missing)} (layers " in section and f"missing at batch {batch}" in section
+    assert "do not depend on the batch" not in section.split("The gradients *at the peak*")[1]
+
+
+def test_alexnet_time_answer_names_the_layers_the_prediction_finds_memory_bound(report_data, generated):
+    sd = report_data.models["alexnet"].sizes[224]
+    section = _section((generated / "exercises.md").read_text(), "## 7.1.4")
+    rows = {row.name: row for row in sd.time_inference.layers}
+    memory_bound = [row for row in rows.values() if row.flops and row.bound == "memory"]
+    assert [row.name for row in memory_bound] == ["0", "20"]
+    assert "Conv2d 0 (51.3 FLOP/B, under the TF32 ridge at 103)" in section
+    assert "Linear 20 (4.6 FLOP/B, under the FP32 ridge at 14)" in section
+    # what the prose says of the others
+    assert all(rows[n].bound == "compute" and rows[n].compute_roof == "tf32" for n in ("3", "6", "8", "10"))
+    assert all(rows[n].bound == "compute" and rows[n].compute_roof == "fp32" for n in ("14", "17"))
+    headers, table_rows = _tables(section)[-1]
+    assert len(headers) == 7 and [r[0] for r in table_rows][:3] == ["0", "1", "2"]
+
+
+# --------------------------------------------------------------------------------------------- figures
+
+def _png_size_and_dpi(png: bytes) -> tuple[int, int, float]:
+    """Width and height in pixels (IHDR) and resolution (pHYs, pixels per metre → per inch) of a PNG."""
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and png[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", png[16:24])
+    at = png.index(b"pHYs")
+    per_metre_x, per_metre_y, unit = struct.unpack(">IIB", png[at + 4:at + 13])
+    assert unit == 1 and per_metre_x == per_metre_y
+    return width, height, per_metre_x * 0.0254
+
+
+def test_every_figure_is_drawn_at_150_dpi_and_at_least_960_pixels_wide(report_data, generated):
+    files = sorted(p.name for p in (generated / "figures").iterdir())
+    assert files == sorted([*FIGURES, *(roofline_file(name) for name in report_data.models)])
+    for name in files:
+        width, height, dpi = _png_size_and_dpi((generated / "figures" / name).read_bytes())
+        assert dpi == pytest.approx(150, abs=0.1) and width >= 960 and height >= 600, name
+
+
+def _figures(report_data: ReportData) -> dict[str, Figure]:
+    sd = report_data.models["alexnet"].sizes[224]
+    return {**{file: draw(report_data) for file, (_, draw) in FIGURES.items()},
+            "roofline": roofline(sd.time_inference, sd.time_train)}
+
+
+def test_every_figure_has_a_legend_and_only_colour_blind_safe_colours(report_data):
+    safe = {to_rgb(c) for c in palette()} | {to_rgb(c) for c in ("black", "white", "gray", "dimgray", "darkgray")}
+    for name, fig in _figures(report_data).items():
+        drawn = [ax for ax in fig.axes if ax.get_visible() and ax.axison]
+        assert drawn and any(ax.get_legend() is not None for ax in drawn), name
+        for ax in drawn:
+            colours = [p.get_facecolor() for p in ax.patches] + [
+                c for collection in ax.collections for c in collection.get_facecolors()]
+            assert colours and all(to_rgb(c[:3]) in safe for c in colours), name
+
+
+def test_params_vs_macs_puts_lenet_at_its_book_size_and_labels_every_model_without_overlap(report_data, text_box):
+    fig = params_vs_macs(report_data)
+    ax = fig.axes[0]
+    labels = {text.get_text(): text for text in ax.texts}
+    assert sorted(labels) == sorted(report_data.models)
+    assert labels["lenet"].xy == (61_706, 416_520)  # LeNet at 28×28, by hand: 117,600 + 240,000 + 58,920 MACs
+    assert labels["alexnet"].xy == (46_764_746, report_data.models["alexnet"].sizes[224].layers.totals.macs)
+    renderer = fig.canvas.get_renderer()
+    boxes = [text_box(text, renderer) for text in labels.values()]
+    boxes.append(ax.get_legend().get_window_extent(renderer))
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert {text.get_text() for text in ax.get_legend().get_texts()} >= {"LeNet (chapter 6), at its book input "
+                                                                         "28×28"}

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from profiler.gpus import gpu_spec
+from profiler.models.zoo import EDITION, SECTIONS, ZOO
 from profiler.site.claims import CHECKS
 from profiler.site.content import CLAIMS, EXERCISES, NOTES_000, Citation, claim
 from profiler.site.exercises import ANSWERS
-from profiler.site.markdown import FP32_RIDGE_FLOP_PER_BYTE, ROOFS, anchor, teraflops_per_s
+from profiler.site.markdown import (
+    FP32_RIDGE_FLOP_PER_BYTE,
+    ROOFS,
+    TF32_RIDGE_FLOP_PER_BYTE,
+    anchor,
+    teraflops_per_s,
+    tf32_note,
+)
 from profiler.site.measured import MeasuredRun
 
 
@@ -57,3 +65,23 @@ def test_derived_rates_are_counted_work_over_the_measured_step_time():
     assert run.examples_per_s == 128 / 0.0025 == 51_200
     assert run.achieved_per_s(240e9) == 96e12
     assert teraflops_per_s(run.achieved_per_s(240e9)) == "96.0" and teraflops_per_s(None) == "-"
+
+
+def test_every_zoo_source_names_the_edition_and_its_section_in_both_editions():
+    for entry in ZOO.values():
+        assert entry.source == f"{EDITION} §{entry.section.number} {entry.what}"
+        assert SECTIONS[entry.section.number] is entry.section
+    for section in SECTIONS.values():
+        chapter, number = section.number.split(".")
+        # the English edition (d2l.ai) numbers the same sections one chapter later: LeNet §7.6, AlexNet §8.1
+        assert section.english_number == f"{int(chapter) + 1}.{number}"
+        assert section.english_title.endswith(")") or section.english_title.endswith("ResNeXt")
+    assert str(SECTIONS["6.6"]) == ("d2l-zh v2 §6.6 卷积神经网络（LeNet） (English edition §7.6 “Convolutional Neural "
+                                    "Networks (LeNet)”)")
+
+
+def test_the_tf32_note_quotes_the_catalogue_roofs():
+    note = tf32_note()  # the H200 datasheet: 67 TFLOP/s FP32, 494.5 TFLOP/s dense TF32, 4.8 TB/s
+    assert "FP32 peak (67 TFLOP/s)" in note and "is 494.5 TFLOP/s" in note
+    assert "`torch.backends.cudnn.allow_tf32` is True" in note and "allow_tf32` is False" in note
+    assert TF32_RIDGE_FLOP_PER_BYTE == gpu_spec("h200").tf32_flops_per_s / 4.8e12 == 494.5e12 / 4.8e12

@@ -6,6 +6,10 @@ the device's measured roofs: the copy bandwidth (a slope) and the compute peaks 
 matmul with TF32 off and the TF32 roof the faster of the TF32 matmul and the convolution; datasheet roofs are drawn
 dashed beside them. On the CPU the roofs are the CPU's own measured copy and matmul rates, labelled CPU. A predicted
 result (no GPU ran) is drawn at its predicted kernel times under the datasheet roofs the time model used.
+
+Every plot here and in the reports uses matplotlib's colour-blind-safe ``tableau-colorblind10`` palette
+(:func:`palette`), tells categories apart by marker shape as well as colour, has a legend, and is drawn at
+:data:`DPI` with its labels placed where they cover no other label (:func:`place_labels`).
 """
 
 from __future__ import annotations
@@ -22,10 +26,108 @@ from profiler.kinds import Mode
 from profiler.util.files import write_atomic
 from profiler.util.units import decimal_unit, shape_str
 
+#: Resolution of every PNG drawn (the reports' figures included).
+DPI = 150
 #: How many of the slowest drawn layers get their name written beside their point.
 LABELLED_LAYERS = 8
-COLORS = {"conv": "tab:blue", "linear": "tab:orange", "normalization": "tab:green", "elementwise": "tab:red",
-          "pooling": "tab:purple", "other": "tab:gray"}
+#: Layer category → (index into :func:`palette`, marker).
+CATEGORY_STYLE = {"conv": (0, "o"), "linear": (1, "s"), "normalization": (4, "^"), "elementwise": (5, "D"),
+                  "pooling": (8, "v"), "other": (6, "X")}
+#: Offsets (points) tried in turn for a label, right of its point first.
+LABEL_OFFSETS = ((5, 3), (5, -10), (-5, 3), (-5, -10), (5, 13), (5, -20), (-5, 13), (-5, -20), (5, 24), (5, -31),
+                 (-5, 24), (-5, -31))
+
+
+def palette() -> list[str]:
+    """The colours of matplotlib's colour-blind-safe ``tableau-colorblind10`` style, in its order (blue, orange,
+    light grey, dark grey, light blue, dark orange, grey, pale blue, pale orange, pale grey)."""
+    from matplotlib import style
+
+    return list(style.library["tableau-colorblind10"]["axes.prop_cycle"].by_key()["color"])
+
+
+def category_style(category: str) -> tuple[str, str]:
+    """(colour, marker) of a layer category (:data:`CATEGORY_STYLE`)."""
+    index, marker = CATEGORY_STYLE[category]
+    return palette()[index], marker
+
+
+def new_figure(width_in: float, height_in: float, margins_in: tuple[float, float, float, float] | None = None,
+               gap_in: tuple[float, float] = (0.0, 0.0)) -> Any:
+    """A matplotlib figure on an Agg canvas at :data:`DPI`: laid out by the constrained engine, or — cheaper to draw,
+    one pass — with fixed ``margins_in`` (left, right, bottom, top, inches) and ``gap_in`` (between columns, rows)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width_in, height_in), dpi=DPI, layout=None if margins_in else "constrained")
+    FigureCanvasAgg(figure)
+    if margins_in:
+        left, right, bottom, top = margins_in
+        figure.subplots_adjust(left=left / width_in, right=1 - right / width_in, bottom=bottom / height_in,
+                               top=1 - top / height_in)
+        figure.gap_in = gap_in  # read by subplots_grid
+    return figure
+
+
+def png_bytes(figure: Any) -> bytes:
+    """The figure as PNG bytes at :data:`DPI` (no timestamp or software tag: the same figure gives the same bytes)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def subplots_grid(figure: Any, rows: int, columns: int) -> list[Any]:
+    """``rows`` × ``columns`` axes of a :func:`new_figure` with fixed margins, ``gap_in`` apart, row by row."""
+    params = figure.subplotpars
+    width_in, height_in = figure.get_size_inches()
+    axes_w = (params.right - params.left) * width_in
+    axes_h = (params.top - params.bottom) * height_in
+    gap_w, gap_h = figure.gap_in
+    each_w, each_h = (axes_w - (columns - 1) * gap_w) / columns, (axes_h - (rows - 1) * gap_h) / rows
+    figure.subplots_adjust(wspace=gap_w / each_w if columns > 1 else 0, hspace=gap_h / each_h if rows > 1 else 0)
+    return list(figure.subplots(rows, columns, squeeze=False).ravel())
+
+
+def place_labels(ax: Any, points: Sequence[tuple[float, float]], labels: Sequence[str], fontsize: float = 8,
+                 arrows: bool = False, required: bool = True, avoid: Sequence[Any] = ()) -> list[Any]:
+    """Write each label beside its point (data coordinates) at the first of :data:`LABEL_OFFSETS` where its box
+    stays inside the axes and covers no label placed before it nor a box of ``avoid`` (display coordinates: a
+    legend's extent, say); with ``arrows``, a label away from the first offset gets a line to its point. A label that
+    fits nowhere is left out unless ``required``; then it takes the offset where it covers the fewest. The layout
+    must be final (boxes are in display pixels); each label is laid out once to measure it. Returns the labels
+    written."""
+    from matplotlib.transforms import Bbox
+
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    pixels_per_point = ax.figure.dpi / 72
+    placed: list[Any] = list(avoid)
+    texts = []
+    for (x, y), label in zip(points, labels, strict=True):
+        probe = ax.annotate(label, (x, y), xytext=(0, 0), textcoords="offset points", fontsize=fontsize,
+                            ha="left", va="bottom")
+        size = probe.get_window_extent(renderer)  # the text's box as drawn, line spacing included
+        probe.remove()
+        width, height = size.width + 2, size.height + 2  # a pixel of air on every side
+        px, py = size.x0 - 1, size.y0 - 1
+        candidates = []
+        for dx, dy in LABEL_OFFSETS:
+            left = px + dx * pixels_per_point - (0 if dx > 0 else width)
+            box = Bbox.from_bounds(left, py + dy * pixels_per_point, width, height)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            candidates.append((sum(box.overlaps(other) for other in placed) + (0 if inside else len(placed) + 1),
+                               (dx, dy), box))
+            if not candidates[-1][0]:
+                break
+        covered, (dx, dy), box = min(candidates, key=lambda candidate: candidate[0])
+        if covered and not required:
+            continue
+        texts.append(ax.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                                 ha="left" if dx > 0 else "right", va="bottom", zorder=4,
+                                 arrowprops={"arrowstyle": "-", "color": "gray", "linewidth": 0.5}
+                                 if arrows and (dx, dy) != LABEL_OFFSETS[0] else None))
+        placed.append(box)
+    return texts
 
 
 def _si(value: float, unit: str) -> str:
@@ -39,14 +141,14 @@ def drawable(result: BandwidthResult) -> list[LayerTiming]:
 
 
 def _predicted_roofs(result: BandwidthResult) -> list[tuple[str, str, float, float, str, str, bool]]:
-    """The datasheet roofs a prediction put FLOPs on (one per compute precision it used), drawn solid."""
+    """The datasheet roofs a prediction put FLOPs on (one per compute precision it used), one line style each."""
     roofs = (result.assumptions or {}).get("roofs", {})
     used = {r["compute_roof"]: r["compute_flops_per_s"] for r in roofs.values() if r["compute_roof"]}
     bandwidth = result.assumptions["bandwidth_bytes_per_s"]
     return [(f"{name.upper()} {_si(flops, 'FLOP/s')} ({result.device_name} datasheet)",
-             f"{name.upper()} {_si(flops, 'FLOP/s')}", flops, bandwidth, "-", color, True)
-            for (name, flops), color in zip(sorted(used.items(), key=lambda item: item[1]), ("black", "dimgray",
-                                                                                              "gray"), strict=False)]
+             f"{name.upper()} {_si(flops, 'FLOP/s')}", flops, bandwidth, style, "black", True)
+            for (name, flops), style in zip(sorted(used.items(), key=lambda item: item[1]), ("-", "--", ":"),
+                                            strict=False)]
 
 
 def _roofs(result: BandwidthResult) -> list[tuple[str, str, float, float, str, str, bool]]:
@@ -61,7 +163,7 @@ def _roofs(result: BandwidthResult) -> list[tuple[str, str, float, float, str, s
     if p.tensor_core_flops_per_s is not None:
         tf32 = _si(p.tensor_core_flops_per_s, "FLOP/s")
         roofs.append((f"TF32, best of matmul and conv {tf32} (measured)", f"TF32 {tf32}", p.tensor_core_flops_per_s,
-                      p.copy_bytes_per_s, "-", "dimgray", True))
+                      p.copy_bytes_per_s, "-.", "dimgray", True))
     if sheet is not None:
         for kind, flops, style in (("FP32", sheet.fp32_flops_per_s, "--"), ("TF32 dense", sheet.tf32_flops_per_s, ":")):
             text = f"{sheet.name} datasheet {kind} {_si(flops, 'FLOP/s')}"
@@ -102,26 +204,29 @@ def _draw(ax: Any, result: BandwidthResult) -> list[tuple[Any, float, float]]:
         text = ax.text(x, sheet.bytes_per_s * x * 1.2, f"{sheet.name} datasheet DRAM {_si(sheet.bytes_per_s, 'B/s')}",
                        fontsize=7, color="gray", rotation_mode="anchor", va="bottom")
         slopes.append((text, x, sheet.bytes_per_s * x))
-    for category, color in COLORS.items():
+    for category in CATEGORY_STYLE:
         chosen = [r for r in layers if r.category == category]
         if chosen:
+            color, marker = category_style(category)
             ax.scatter([r.intensity for r in chosen], [r.flops_per_s for r in chosen],
-                       s=[20 + 400 * r.share for r in chosen], color=color, alpha=0.75, edgecolors="black",
-                       linewidths=0.5, label=f"{category} layers", zorder=3)
+                       s=[20 + 400 * r.share for r in chosen], color=color, marker=marker, alpha=0.8,
+                       edgecolors="black", linewidths=0.5, label=f"{category} layers", zorder=3)
     ax.xaxis.set_major_formatter(EngFormatter(unit="FLOP/B"))
     ax.yaxis.set_major_formatter(EngFormatter(unit="FLOP/s"))
-    ax.set_xlabel("arithmetic intensity: counted FLOPs ÷ counted bytes (FLOP/B)")
+    ax.set_xlabel("arithmetic intensity: counted FLOPs ÷ counted bytes (FLOP/B)", fontsize=8)
     timed = "predicted kernel" if result.predicted else "measured CPU" if cpu else "measured kernel"
-    ax.set_ylabel(f"achieved: counted FLOPs ÷ {timed} time (FLOP/s)")
+    ax.set_ylabel(f"achieved: counted FLOPs ÷ {timed} time", fontsize=8)
+    ax.tick_params(labelsize=8)
     mode = Mode(result.mode).words
     device = f"{result.device_name} (CPU; CPU roofs)" if cpu else result.device_name
     where = "predicted for" if result.predicted else "measured on"
-    ax.set_title(f"Roofline per layer · {result.model} · input {shape_str(result.input_shape)} · {mode} · {where} "
-                 f"{device}", fontsize=10)
+    ax.set_title(f"Roofline per layer · {result.model} · input {shape_str(result.input_shape)} · {mode}\n"
+                 f"{where} {device}", fontsize=9)
     skipped = len(result.layers) - len(layers)
     ax.text(0.99, 0.01, f"{len(layers)} layers drawn (area ∝ share of time); {skipped} rows without counted FLOPs, "
                         "bytes or a time are not", transform=ax.transAxes, ha="right", va="bottom",
             fontsize=7, color="gray")
+    ax.minorticks_off()  # decades are enough to read a log-log roofline, and minor ticks cost most of the drawing
     ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
     ax.legend(loc="upper left", fontsize=7, framealpha=0.9)
     return slopes
@@ -133,32 +238,23 @@ def _finish(ax: Any, result: BandwidthResult, slopes: list[tuple[Any, float, flo
     for text, x, y in slopes:
         (x0, y0), (x1, y1) = ax.transData.transform([(x, y), (x * 10, y * 10)])
         text.set_rotation(math.degrees(math.atan2(y1 - y0, x1 - x0)))
-    placed: list[tuple[float, float, float, float]] = []
-    offsets = [(6, 4), (6, -14), (6, 16), (6, -26), (6, 28), (-8, 16), (-8, -26)]
-    for r in sorted(drawable(result), key=lambda r: -r.ms_per_step)[:LABELLED_LAYERS]:
-        label = f"{r.name} {r.type} ({100 * r.share:.0f} %)"
-        px, py = ax.transData.transform((r.intensity, r.flops_per_s))
-        width, height = 6.0 * len(label), 12.0
-        for dx, dy in offsets:
-            left = px + dx if dx > 0 else px + dx - width
-            box = (left, py + dy, left + width, py + dy + height)
-            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
-                break
-        placed.append(box)
-        ax.annotate(label, xy=(r.intensity, r.flops_per_s), xytext=(dx, dy), textcoords="offset pixels",
-                    ha="left" if dx > 0 else "right", fontsize=8, zorder=4,
-                    arrowprops={"arrowstyle": "-", "color": "gray", "linewidth": 0.5} if abs(dy) > 10 else None)
+    slowest = sorted(drawable(result), key=lambda r: -r.ms_per_step)[:LABELLED_LAYERS]
+    renderer = ax.figure.canvas.get_renderer()
+    place_labels(ax, [(r.intensity, r.flops_per_s) for r in slowest],
+                 [f"{r.name} {r.type} ({100 * r.share:.0f} %)" for r in slowest], fontsize=7, arrows=True,
+                 required=False, avoid=[ax.get_legend().get_window_extent(renderer),
+                                        *(text.get_window_extent(renderer) for text in ax.texts
+                                          if not text.get_rotation())])  # roof names, the footnote
 
 
-def roofline_plot(results: Sequence[BandwidthResult], path: str | os.PathLike, columns: int = 1,
-                  note: str | None = None) -> None:
-    """Draw one roofline per result, ``columns`` to a row in the results' order, into the PNG ``path`` (replaced
-    atomically); ``note`` (say, how to regenerate the file) is written under the plots."""
-    from matplotlib.figure import Figure
-
+def roofline_figure(results: Sequence[BandwidthResult], columns: int = 1, note: str | None = None,
+                    panel_in: tuple[float, float] = (10, 6.5)) -> Any:
+    """One roofline per result, ``columns`` to a row in the results' order, each panel ``panel_in`` inches;
+    ``note`` (say, how to regenerate the file) is written under the plots. Returns the matplotlib figure."""
     rows = -(-len(results) // columns)
-    figure = Figure(figsize=(10 * columns, 6.5 * rows), layout="constrained")
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    figure = new_figure(panel_in[0] * columns, panel_in[1] * rows, margins_in=(1.15, 0.15, 0.75 if note else 0.6,
+                                                                                  0.5), gap_in=(1.2, 1.1))
+    axes = subplots_grid(figure, rows, columns)
     for ax in axes[len(results):]:
         ax.set_axis_off()
     pending = []
@@ -170,11 +266,19 @@ def roofline_plot(results: Sequence[BandwidthResult], path: str | os.PathLike, c
                     transform=ax.transAxes)
             ax.set_axis_off()
     if note:
-        figure.supxlabel(note, fontsize=8, color="gray")
-    figure.draw_without_rendering()
+        figure.text(0.5, 0.1 / (panel_in[1] * rows), note, ha="center", va="bottom", fontsize=8, color="gray")
     for ax, result, slopes in pending:
         _finish(ax, result, slopes)
-    figure.set_layout_engine("none")  # keep the layout the labels were placed for
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    write_atomic(path, buffer.getvalue())
+    return figure
+
+
+def roofline_png(results: Sequence[BandwidthResult], columns: int = 1, note: str | None = None,
+                 panel_in: tuple[float, float] = (10, 6.5)) -> bytes:
+    """:func:`roofline_figure` as PNG bytes."""
+    return png_bytes(roofline_figure(results, columns, note, panel_in))
+
+
+def roofline_plot(results: Sequence[BandwidthResult], path: str | os.PathLike, columns: int = 1,
+                  note: str | None = None) -> None:
+    """Draw one roofline per result (:func:`roofline_figure`) into the PNG ``path`` (replaced atomically)."""
+    write_atomic(path, roofline_png(results, columns, note))

@@ -1,6 +1,6 @@
-"""Everything the reports show, computed before a single file is written: counts and memory predictions on meta
-tensors (no GPU; about half a minute on two cores, most of it predicting training-step memory), measurements from
-the committed JSON. The renderers only format these records."""
+"""Everything the reports show, computed before a single file is written: counts, memory and time predictions on meta
+tensors (no GPU), the memory prediction's errors against the committed measurements, and the measurements from the
+committed JSON. The renderers only format these records."""
 
 from __future__ import annotations
 
@@ -9,14 +9,18 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from profiler.bandwidth.predict import predict_step
+from profiler.bandwidth.records import BandwidthResult
 from profiler.counting import LayerStats, ModelStats, count_layer
 from profiler.counting.counter import fold
 from profiler.memory.records import MemoryResult
 from profiler.memory.runner import predict_config
+from profiler.memory.validation import RunErrors, validate
 from profiler.models import ZOO, build, resolve, smallest_input_size
 from profiler.models.zoo import CHAPTER7
 from profiler.runner import count_configs
 from profiler.site.measured import DATA_DIR, Measurements, load_measurements
+from profiler.site.measured_gpu import GpuBandwidthSet, load_gpu_bandwidth
 from profiler.util.parallel import run_all
 
 #: Input sizes every report compares (d2l trains chapter 7 at 224; exercise 7.2.3 asks for 96).
@@ -25,6 +29,8 @@ SIZES = (96, 224)
 BATCH = 128
 #: The GPU predictions are for: the one the committed reference was measured on, so the two compare.
 GPU = "h200"
+#: The training step the time predictions assume: the committed measurements' (SGD without momentum, float32).
+OPTIMIZER, DTYPE = "sgd", "float32"
 #: Models whose full per-layer table would run to hundreds of rows: fold to this ``--depth`` (one row per block).
 FOLD_DEPTH = {"resnet50": 2, "densenet121": 3, "densenet169": 3, "densenet201": 3}
 #: Exercise 7.1.3: AlexNet's training batches.
@@ -37,7 +43,8 @@ DENSENET_SAVERS = {"checkpoint": dict(checkpoint=True), "bfloat16": dict(dtype="
 
 @dataclass
 class SizeData:
-    """One model at one input size. Counts at batch 1 are per image; batch-128 ones match the memory runs."""
+    """One model at one input size. Counts at batch 1 are per image; batch-128 ones match the memory runs. Memory
+    and time are predicted for :data:`GPU` at batch :data:`BATCH` (time: float32, SGD, every layer)."""
 
     size: int
     table: ModelStats            # inference, batch 1, folded to the model's FOLD_DEPTH: the per-layer table
@@ -46,6 +53,8 @@ class SizeData:
     train: ModelStats            # one training step, batch BATCH
     memory_inference: MemoryResult
     memory_train: MemoryResult
+    time_inference: BandwidthResult
+    time_train: BandwidthResult
 
 
 @dataclass
@@ -57,6 +66,7 @@ class ModelData:
     source: str
     depth: int | None
     sizes: dict[int, SizeData]
+    book_size: int               # the input the book trains it at (LeNet 28, the others 224): its roofline's
 
 
 @dataclass
@@ -65,6 +75,8 @@ class ReportData:
 
     models: dict[str, ModelData]               # the whole zoo, in zoo order
     measured: Measurements
+    memory_errors: tuple[RunErrors, ...]       # the memory prediction against each committed run, fitted and LOMO
+    measured_times: tuple[GpuBandwidthSet, ...]  # committed per-layer kernel times (gpu_bandwidth_<gpu>.json)
     alexnet_batches: dict[int, MemoryResult]   # training at 224, predicted, per batch of ALEXNET_BATCHES
     densenet_small: MemoryResult               # training at DENSENET_SMALL_SIZE, batch BATCH, predicted
     densenet_savers: dict[str, MemoryResult]   # training at 224, batch BATCH, predicted, per DENSENET_SAVERS
@@ -88,10 +100,13 @@ def _count(name: str, size: int, **kwargs: object) -> ModelStats:
 def _size_data(name: str, size: int) -> SizeData:
     layers = _count(name, size)
     depth = FOLD_DEPTH.get(name)
-    return SizeData(size=size, table=fold(layers, depth) if depth else layers, layers=layers,
-                    inference=_count(name, size, batch=BATCH), train=_count(name, size, batch=BATCH, train=True),
-                    memory_inference=predict_config(name, size, BATCH, gpu=GPU),
-                    memory_train=predict_config(name, size, BATCH, train=True, gpu=GPU))
+    inference, train = _count(name, size, batch=BATCH), _count(name, size, batch=BATCH, train=True)
+    return SizeData(size=size, table=fold(layers, depth) if depth else layers, layers=layers, inference=inference,
+                    train=train, memory_inference=predict_config(name, size, BATCH, gpu=GPU),
+                    memory_train=predict_config(name, size, BATCH, train=True, gpu=GPU),
+                    time_inference=predict_step(name, size, BATCH, gpu=GPU, dtype=DTYPE, counted=inference),
+                    time_train=predict_step(name, size, BATCH, train=True, gpu=GPU, dtype=DTYPE, optimizer=OPTIMIZER,
+                                            counted=train))
 
 
 def _pointwise_params(name: str, size: int) -> int:
@@ -123,7 +138,11 @@ def collect() -> ReportData:
     """Count and predict every configuration the reports show, and read the committed measurements. The pieces are
     independent and deterministic; they are computed on every core (:func:`~profiler.util.parallel.run_all`)."""
     sizes = [(entry.name, size) for entry in ZOO.values() for size in report_sizes(entry.name)]
-    extras: dict[str, tuple] = {
+    # the longest pieces first (validation traces 24 steps; the zoo ends with its largest models), so that no worker
+    # is left with one of them at the end
+    tasks: dict[object, tuple] = {
+        "memory_errors": (validate, (), {}),
+        **{pair: (_size_data, pair, {}) for pair in reversed(sizes)},
         **{f"alexnet_batch_{b}": (predict_config, ("alexnet", 224, b), dict(train=True, gpu=GPU))
            for b in ALEXNET_BATCHES},
         "densenet_small": (predict_config, ("densenet", DENSENET_SMALL_SIZE, BATCH), dict(train=True, gpu=GPU)),
@@ -134,18 +153,17 @@ def collect() -> ReportData:
         **{f"pointwise_{name}": (_pointwise_params, (name, 224), {}) for name in CHAPTER7},
         "torchvision_alexnet": (_count, ("torchvision:alexnet", 224), {}),
     }
-    # the largest models first, so that no worker is left with one of them at the end
-    order = sorted(range(len(sizes)), key=lambda i: -i)
-    results = run_all([(_size_data, sizes[i], {}) for i in order] + list(extras.values()))
-    by_size = {sizes[i]: result for i, result in zip(order, results, strict=False)}
-    extra = dict(zip(extras, results[len(sizes):], strict=True))
+    extra = dict(zip(tasks, run_all(list(tasks.values())), strict=True))
     models = {entry.name: ModelData(entry.name, entry.family, entry.source, FOLD_DEPTH.get(entry.name),
-                                    {size: by_size[entry.name, size] for size in report_sizes(entry.name)})
+                                    {size: extra[entry.name, size] for size in report_sizes(entry.name)},
+                                    entry.default_size)
               for entry in ZOO.values()}
     smallest = {name: extra[f"smallest_{name}"] for name in CHAPTER7}
     return ReportData(
         models=models,
         measured=load_measurements(DATA_DIR),
+        memory_errors=extra["memory_errors"],
+        measured_times=load_gpu_bandwidth(DATA_DIR),
         alexnet_batches={b: extra[f"alexnet_batch_{b}"] for b in ALEXNET_BATCHES},
         densenet_small=extra["densenet_small"],
         densenet_savers={label: extra[f"densenet_saver_{label}"] for label in DENSENET_SAVERS},

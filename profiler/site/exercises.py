@@ -9,19 +9,23 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from profiler.counting import LayerStats, ModelStats
+from profiler.gpus import Precision, gpu_spec
+from profiler.kinds import Bound
 from profiler.memory.records import MemoryResult
-from profiler.models.zoo import CHAPTER7
-from profiler.site.collect import ALEXNET_BATCHES, BATCH, DENSENET_SMALL_SIZE, SIZES, ReportData
+from profiler.models.zoo import CHAPTER7, EDITION, EDITION_NAME, ENGLISH_EDITION_NAME, SECTIONS
+from profiler.site.collect import ALEXNET_BATCHES, BATCH, DENSENET_SMALL_SIZE, GPU, SIZES, ReportData, SizeData
 from profiler.site.content import EXERCISES, NOTES_000, claim
 from profiler.site.markdown import (
     FP32_RIDGE_FLOP_PER_BYTE,
     PREDICTED_FOR,
     ROOFS,
+    TF32_RIDGE_FLOP_PER_BYTE,
     anchor,
     command,
     error,
     mib,
     ms,
+    ms_and_share,
     page,
     provenance_lines,
     ratio,
@@ -70,18 +74,35 @@ def _measured_peak(data: ReportData, name: str, size: int, train: bool) -> str:
 
 # --------------------------------------------------------------------------------------------- 7.1 AlexNet
 
+def _missing_gradients(layers: list[LayerStats], missing_bytes: int) -> list[str] | None:
+    """The first layers with parameters, in forward order, whose parameter bytes make ``missing_bytes``: the layers
+    backward has not reached yet (it runs from the last layer to the first, allocating a layer's gradients when it
+    gets there). Matched to within the caching allocator's 512-byte rounding of each weight and bias; None if no
+    prefix matches."""
+    total, names = 0, []
+    for layer in (layer for layer in layers if layer.param_bytes):
+        if abs(total - missing_bytes) <= 1024 * len(names):
+            break
+        total += layer.param_bytes
+        names.append(layer.name)
+    return names if abs(total - missing_bytes) <= 1024 * len(names) else None
+
+
 def alexnet_batches(data: ReportData) -> str:
     """7.1.3: AlexNet's memory at batch 64, 128 and 512 (training at 224)."""
-    rows = []
+    layers = data.models["alexnet"].sizes[LARGE].layers.layers
+    predicted, measured, gaps = [], [], []
     for batch, result in data.alexnet_batches.items():
+        weights, gradients = result.breakdown["weights"], result.breakdown["gradients"]
+        predicted.append([batch, mib(result.peak_allocated_bytes), mib(result.peak_reserved_bytes),
+                          mib(result.breakdown["activations"]), mib(weights), mib(gradients)])
         run = data.measured.run("alexnet", LARGE, True, batch)
-        weights_and_gradients = result.breakdown["weights"] + result.breakdown["gradients"]
-        rows.append([batch, mib(result.peak_allocated_bytes), mib(result.peak_reserved_bytes),
-                     mib(result.breakdown["activations"]), mib(weights_and_gradients),
-                     mib(run.peak_allocated_bytes if run else None), mib(run.peak_reserved_bytes if run else None),
-                     mib(run.nvml_used_bytes if run else None)])
+        measured.append([batch, mib(run.peak_allocated_bytes if run else None),
+                         mib(run.peak_reserved_bytes if run else None), mib(run.nvml_used_bytes if run else None)])
+        missing = _missing_gradients(layers, weights - gradients)
+        names = f" (layers {', '.join(missing)})" if missing else ""
+        gaps.append(f"{human_bytes(weights - gradients)}{names} missing at batch {batch}")
     low, high = data.alexnet_batches[ALEXNET_BATCHES[0]], data.alexnet_batches[ALEXNET_BATCHES[-1]]
-    fixed = low.breakdown["weights"] + low.breakdown["gradients"]
     run = data.measured.run("alexnet", LARGE, True, BATCH)
     agreement = "No measurement is committed."
     if run:
@@ -90,14 +111,24 @@ def alexnet_batches(data: ReportData) -> str:
     commands = "\n".join(f"python -m profiler memory alexnet --size {LARGE} --batch {b} --train {PREDICT}"
                          for b in ALEXNET_BATCHES)
     return "\n\n".join([
+        f"Predicted (MiB; training step, SGD without momentum, at {LARGE}×{LARGE}, float32; the split is of the "
+        "bytes allocated at the peak):",
         table(["batch", f"peak allocated, {PREDICTED_FOR}", "peak reserved, predicted",
-               "activations at the peak, predicted", "weights + gradients, predicted", "peak allocated, measured",
-               "peak reserved, measured", "whole device used (NVML), measured"], rows),
-        f"MiB; training step (SGD, no momentum) at {LARGE}×{LARGE}, float32.",
+               "activations at the peak, predicted", "weights, predicted", "gradients at the peak, predicted"],
+              predicted),
+        "Measured (MiB):",
+        table(["batch", "peak allocated, measured", "peak reserved, measured", "whole device used (NVML), measured"],
+              measured),
         command(commands),
-        f"Weights and their gradients ({human_bytes(fixed)}) do not depend on the batch; activations grow "
-        f"linearly with it. So the peak grows less than the batch: {ALEXNET_BATCHES[-1] // ALEXNET_BATCHES[0]}× "
-        f"the batch ({ALEXNET_BATCHES[0]} → {ALEXNET_BATCHES[-1]}) is "
+        f"The weights ({human_bytes(low.breakdown['weights'])}) do not depend on the batch, and neither do the "
+        "gradients once backward is over: one per weight, as much again. The gradients *at the peak* differ a "
+        "little, because the peak falls inside backward — which runs from the last layer to the first and allocates "
+        "each layer's gradients when it gets there — before it has reached the first layers: "
+        f"{'; '.join(gaps)}. Where in backward the peak falls depends on the batch (what backward frees as it goes, "
+        "the saved activations, grows with the batch; what it allocates, the weight gradients, does not), so the "
+        "gradients column is not constant. Activations grow linearly with the batch, so the peak grows less than "
+        "the batch: "
+        f"{ALEXNET_BATCHES[-1] // ALEXNET_BATCHES[0]}× the batch ({ALEXNET_BATCHES[0]} → {ALEXNET_BATCHES[-1]}) is "
         f"{ratio(high.peak_allocated_bytes, low.peak_allocated_bytes)} the peak allocated. The caching allocator "
         "reserves more than it allocates (rounded segments, freed blocks kept for reuse), and the whole device "
         "shows more again: the CUDA context and the cuDNN/cuBLAS libraries, a few GiB that no batch size changes. "
@@ -105,6 +136,51 @@ def alexnet_batches(data: ReportData) -> str:
         "Accuracy, the other half of the question, needs a training run; this tool does not train. The notes' "
         f"figures for this exercise ({_by_value(claim('alexnet-memory').figures, 'GB')}) are checked in "
         f"{_claim_link('alexnet-memory')}.",
+    ])
+
+
+def _alexnet_time(data: ReportData, sd: SizeData) -> str:
+    """7.1.4's time part: AlexNet's predicted time per layer at batch 128, with each layer's bound."""
+    results = (sd.time_inference, sd.time_train)
+    by_name = [{row.name: row for row in result.layers} for result in results]
+    rows = []
+    for layer in sd.inference.layers:
+        timed = [names.get(layer.name) for names in by_name]
+        if not any(row and row.ms_per_step for row in timed):
+            continue
+        cells = [layer.name, layer.type, f"{layer.intensity:.1f}" if layer.macs else "-"]
+        for row, result in zip(timed, results, strict=True):
+            cells += [ms_and_share(row.ms_per_step if row else None, result.step_ms),
+                      row.bound if row and row.bound else "-"]
+        rows.append(cells)
+    memory = [[row for row in result.layers if row.bound == Bound.MEMORY] for result in results]
+    shares = [share(sum(row.ms_per_step for row in rows_), result.step_ms)
+              for rows_, result in zip(memory, results, strict=True)]
+    spec = gpu_spec(GPU)
+    working = [f"{row.type} {row.name} ({row.intensity:.1f} FLOP/B, under the {row.compute_roof.upper()} ridge at "
+               f"{spec.ridge(Precision(row.compute_roof)):.0f})" for row in memory[0] if row.flops]
+    idle = ", ".join(dict.fromkeys(row.type for row in memory[1] if not row.flops and row.type in
+                                   {layer.type for layer in sd.inference.layers}))
+    host = sd.time_train.idle_ms
+    return "\n\n".join([
+        f"**Time.** {PREDICTED_FOR[0].upper()}{PREDICTED_FOR[1:]} at batch {BATCH} (no GPU ran: the time model, "
+        "fitted on the committed step times; [comparison.md](comparison.md) gives its errors), a step takes "
+        f"{ms(sd.time_inference.step_ms)} ms for inference and {ms(sd.time_train.step_ms)} ms for training. A layer "
+        "is memory-bound when its kernels spend more of their time on the bandwidth roof than on the compute roof: "
+        f"every layer without FLOPs that runs a kernel ({idle}) and, at batch {BATCH}, "
+        f"{' and '.join(working) or 'no other'}. The memory-bound rows take {shares[0]} of the inference step and "
+        f"{shares[1]} of the training step (for training the loss and the optimizer update included"
+        + (f"; the GPU waits {ms(host)} ms of it for the host)" if host else ")")
+        + ". The other convolutions are compute-bound on the TF32 tensor cores, the two big fully connected layers "
+        f"on the FP32 units (PyTorch does not use TF32 for matrix products by default): at batch {BATCH} each weight "
+        f"they read serves {BATCH} images. "
+        + ("Measured kernel times per layer stand beside these in [models/alexnet.md](models/alexnet.md)."
+           if any(s.run("alexnet", LARGE, train, BATCH) for s in data.measured_times for train in (False, True))
+           else "Per-layer times are predicted only: no measured per-layer time is committed yet to check them "
+                "against."),
+        table(["layer", "type", f"FLOP/B, batch {BATCH}", "inference ms (share), predicted", "bound, predicted",
+               "training ms (share), predicted", "bound, predicted"], rows,
+              ("left", "left", "right", "right", "left", "right", "left")),
     ])
 
 
@@ -137,11 +213,11 @@ def alexnet_parts(data: ReportData) -> str:
         "**Memory.** It depends on what is counted. *Parameters*: the fully connected layers "
         f"({', '.join(layer.name for layer in fc)}) hold {fc_params:,} of {layers.params:,} parameters "
         f"({share(fc_params, layers.params)}), {human_bytes(fc_param_bytes)} in float32 — and as much again in "
-        "gradients while training. *Activations*: the first convolution, its ReLU and pool (layers 0–2) leave "
-        f"{human_bytes(first_block)} allocated for backward at batch {BATCH}, "
-        f"{share(first_block, sum(activations.values()))} of all activation memory, because they work on the "
-        f"largest maps (96×54×54 per image). At batch {BATCH} the activations "
-        f"({human_bytes(breakdown['activations'])}) outweigh weights + gradients "
+        "gradients while training. *Activations*: the first convolution, its ReLU and pool (layers 0–2) work on the "
+        f"largest maps (96×54×54 per image): their forwards allocate {human_bytes(first_block)} at batch {BATCH}, "
+        f"{share(first_block, sum(activations.values()))} of what all layers' forwards allocate (the convolution's "
+        "output is freed once the ReLU has run; the ReLU's is kept for backward). At the training peak the "
+        f"activations ({human_bytes(breakdown['activations'])}) outweigh weights + gradients "
         f"({human_bytes(breakdown['weights'] + breakdown['gradients'])}); at batch 1 the weights dominate. (Both "
         f"{PREDICTED_FOR}.) The notes' answer (line 360 of {NOTES_000}) names the first two convolutions and plays "
         "the fully connected layers down: right for activations, wrong for parameters.",
@@ -156,15 +232,19 @@ def alexnet_parts(data: ReportData) -> str:
         f"bytes of any layer ({', '.join(f'{layer.name}: {human_bytes(layer.bytes)}' for layer in by_bytes)}). "
         f"At batch {BATCH} each weight read serves {BATCH} images and their intensity rises about a hundredfold. "
         "The convolutions re-use every weight at every output position: "
-        f"{min(conv_intensity):.0f}–{max(conv_intensity):.0f} FLOP/B even at batch 1, above the ridge.{measured} "
+        f"{min(conv_intensity):.0f}–{max(conv_intensity):.0f} FLOP/B even at batch 1, above the FP32 ridge — but "
+        f"they run on the TF32 tensor cores, whose ridge is at {TF32_RIDGE_FLOP_PER_BYTE:.0f} FLOP/B.{measured} "
         "Counted intensity against datasheet roofs, not a measurement:",
         table(["layer", "type", "share of MACs", "bytes moved, batch 1", "FLOP/B, batch 1",
                f"bytes moved, batch {BATCH}", f"FLOP/B, batch {BATCH}"], rows,
               ("left", "left", "right", "right", "right", "right", "right")),
+        _alexnet_time(data, sd),
         command(f"python -m profiler params alexnet --size {LARGE}\n"
                 f"python -m profiler flops alexnet --size {LARGE}\n"
                 f"python -m profiler flops alexnet --size {LARGE} --batch {BATCH}\n"
-                f"python -m profiler memory alexnet --size {LARGE} --batch {BATCH} --train {PREDICT}"),
+                f"python -m profiler memory alexnet --size {LARGE} --batch {BATCH} --train {PREDICT}\n"
+                f"python -m profiler bandwidth alexnet --size {LARGE} --batch {BATCH} {PREDICT}\n"
+                f"python -m profiler bandwidth alexnet --size {LARGE} --batch {BATCH} --train {PREDICT}"),
     ])
 
 
@@ -478,16 +558,26 @@ ANSWERS: dict[str, Callable[[ReportData], str]] = {
 }
 
 
+def _section_line(number: str) -> str:
+    """Which section of the book an exercise number belongs to, in both editions."""
+    section = SECTIONS[".".join(number.split(".")[:2])]
+    return (f"*Exercises of §{section.number} {section.title} ({EDITION}; §{section.english_number} "
+            f"“{section.english_title}” in the English edition).*")
+
+
 def exercises_page(data: ReportData) -> str:
     """``reports/exercises.md``."""
     lead = "\n\n".join([
         "The chapter-7 exercises of *Dive into Deep Learning* that ask what a network costs, answered with this "
-        f"tool's numbers. Questions are paraphrased from the course notes ({NOTES_000}, cited by line; not in this "
-        "repository). Each answer shows the command that prints its numbers; counted figures need no GPU, "
-        f"memory is {PREDICTED_FOR} (the card of the committed reference), measured figures come from:",
+        f"tool's numbers. Chapters, sections and exercises are numbered as in {EDITION_NAME}, the edition the "
+        f"course notes follow ({EDITION} below); {ENGLISH_EDITION_NAME} numbers these sections one chapter later "
+        "(chapter 8). Questions are paraphrased from the course notes "
+        f"({NOTES_000}, cited by line; not in this repository). Each answer shows the command that prints its "
+        f"numbers; counted figures need no GPU, memory and time are {PREDICTED_FOR} (the card of the committed "
+        "reference), measured figures come from:",
         "\n".join(provenance_lines(data.measured)),
         f"Models: the book's definitions, 1 input channel, 10 classes, float32; batch {BATCH} unless stated.",
     ])
-    sections = [f"## {e.number}\n\n> {e.question} ({NOTES_000}, line {e.line})\n\n{ANSWERS[e.number](data)}"
-                for e in EXERCISES]
+    sections = [f"## {e.number}\n\n{_section_line(e.number)}\n\n> {e.question} ({NOTES_000}, line {e.line})\n\n"
+                f"{ANSWERS[e.number](data)}" for e in EXERCISES]
     return page("Chapter 7 exercises about resources, answered with numbers", lead, sections)

@@ -32,6 +32,19 @@ def datasheet_roofs(spec: GpuSpec) -> str:
 #: (:data:`~profiler.site.collect.GPU`), from the catalogue. Below the ridge point a kernel is memory-bound.
 ROOFS = datasheet_roofs(gpu_spec(GPU))
 FP32_RIDGE_FLOP_PER_BYTE = gpu_spec(GPU).ridge(Precision.FP32)
+TF32_RIDGE_FLOP_PER_BYTE = gpu_spec(GPU).ridge(Precision.TF32)
+
+
+def tf32_note() -> str:
+    """Why a float32 step on :data:`~profiler.site.collect.GPU` can achieve more FLOP/s than its FP32 peak."""
+    spec = gpu_spec(GPU)
+    return (f"An achieved rate above the {spec.name}'s FP32 peak ({spec.peak(Precision.FP32) / 1e12:g} TFLOP/s) is "
+            "no error: PyTorch runs float32 convolutions on TF32 tensor cores by default "
+            "(`torch.backends.cudnn.allow_tf32` is True), whose dense peak on this card is "
+            f"{spec.peak(Precision.TF32) / 1e12:g} TFLOP/s ({spec.sources['tf32_flops_per_s']}); only the matrix "
+            "products of linear layers stay on the FP32 units (`torch.backends.cuda.matmul.allow_tf32` is False by "
+            "default). The figure is the step's counted FLOPs ÷ its measured time, a yardstick for the whole step, "
+            "not a reading of either unit.")
 
 
 def page(title: str, lead: str, sections: Sequence[str]) -> str:
@@ -101,6 +114,16 @@ def error(predicted: float | None, measured: float | None) -> str:
 def ms(value: float | None) -> str:
     """Milliseconds, two decimals."""
     return "-" if value is None else f"{value:,.2f}"
+
+
+def layer_ms(value: float | None) -> str:
+    """Milliseconds of one layer, three decimals ("-" for none, or nothing ran)."""
+    return "-" if not value else f"{value:,.3f}"
+
+
+def ms_and_share(value: float | None, step_ms: float) -> str:
+    """A row's milliseconds per step and its share of the step: "0.123 (4.5 %)" ("-" for none, or nothing ran)."""
+    return "-" if not value else f"{layer_ms(value)} ({share(value, step_ms)})"
 
 
 def per_second(value: float | None) -> str:
