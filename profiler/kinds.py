@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from enum import Enum
 
+#: The version of every JSON object's shape and meaning (CHANGELOG.md says what each version changed).
+SCHEMA_VERSION = 2
+
 
 class StrEnum(str, Enum):
     """An enum whose members are their string values: ``f"{Mode.TRAIN}"`` and ``json.dumps`` give ``train``."""

@@ -38,12 +38,10 @@ def _count(spec: ModelSpec, size: int, batch: int, channels: int | None, classes
            depth: int | None, dtype: str) -> ModelStats:
     model = build(spec, size, channels, classes)
     try:
-        stats = count_model(model, spec.input_shape(batch, size, channels), name=spec.name, train=train, depth=depth,
-                            dtype=DTYPES[dtype])
+        return count_model(model, spec.input_shape(batch, size, channels), name=spec.name, train=train, depth=depth,
+                           dtype=DTYPES[dtype], model_source=spec.source)
     except ForwardFailed as failure:
         raise explain(spec, size, channels, classes, failure) from None
-    stats.source = spec.source
-    return stats
 
 
 @dataclass(frozen=True)

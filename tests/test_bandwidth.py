@@ -343,7 +343,7 @@ def test_cpu_result_is_labelled_cpu_and_carries_no_gpu_figure(cpu_train: Bandwid
         assert text.lstrip("# ").startswith("measured on CPU")
         for gpu_word in ("CUDA", "kernel", "NVML", "datasheet", "TF32", "GPU idle", "HBM"):
             assert gpu_word not in text, gpu_word
-    obj = json.loads(format_bandwidth([cpu_train], "json"))
+    obj = json.loads(format_bandwidth([cpu_train], "json"))[0]
     assert obj["measured_on"].startswith("measured on CPU")
     assert (obj["source"], obj["gpu"], obj["bound"]) == ("measured", None, None)
     assert obj["model_source"].startswith("d2l")
@@ -592,7 +592,7 @@ def test_cuda_kernels_are_attributed_to_layers(cuda_peaks_path: Path):
                              peaks_path=cuda_peaks_path, min_profiled_s=0.3)
     assert result.device_kind == "cuda" and result.peaks.kind == "cuda" and result.idle_ms is not None
     assert result.busy_ms is not None and 0 < result.busy_ms <= result.profiled_mean_step_ms
-    assert bandwidth_problems(json.loads(format_bandwidth([result], "json")), asdict(result.peaks)) == []
+    assert bandwidth_problems(json.loads(format_bandwidth([result], "json"))[0], asdict(result.peaks)) == []
     assert result.nvml is not None and (result.nvml.available or result.nvml.reason)
     assert format_bandwidth([result], "table").startswith(f"measured on {result.device_name} (CUDA)")
 
@@ -610,7 +610,7 @@ def test_cuda_peaks_are_plausible(cuda_peaks_path: Path):
 def _sound_gpu_run(cpu: BandwidthResult) -> dict:
     """The CPU result dressed as a GPU run that passes every check: no kernel outside a layer, the rows equal to the
     busy time, a 2 % overhead, and peaks far above every layer."""
-    run = json.loads(format_bandwidth([_gpu_result(cpu)], "json"))
+    run = json.loads(format_bandwidth([_gpu_result(cpu)], "json"))[0]
     run["provenance"]["l2_cache_bytes"] = 0
     run["layers"][-1]["ms_per_step"] = 0.0  # (other)
     run["attributed_ms"] = run["busy_ms"] = sum(layer["ms_per_step"] for layer in run["layers"])

@@ -235,7 +235,7 @@ def test_memory_without_gpu_predicts_and_says_so():
     proc = _cli("densenet", "--size", "96", "--train", "--format", "json")
     assert proc.returncode == 0, proc.stderr
     assert "predicted peak memory" in proc.stderr and "NVIDIA H100" in proc.stderr
-    data = json.loads(proc.stdout)
+    (data,) = json.loads(proc.stdout)  # always a list, one object per configuration
     assert data["source"] == "predicted" and data["device"] == "NVIDIA H100 80GB HBM3"
     assert set(data["breakdown"]) == {"weights", "gradients", "optimizer", "input", "activations", "workspace"}
     assert set(data["phases"]) == {"forward", "backward", "optimizer"}
@@ -259,7 +259,7 @@ def test_table_output_says_predicted_on_its_first_line():
 def test_cpu_measurement_is_labelled_host_memory():
     proc = _cli("nin", "--size", "96", "--batch", "4", "--measure", "--device", "cpu", "--format", "json")
     assert proc.returncode == 0, proc.stderr
-    data = json.loads(proc.stdout)
+    (data,) = json.loads(proc.stdout)  # always a list, one object per configuration
     assert data["source"] == "measured" and data["device"].startswith("CPU") and "host memory" in data["device"]
     # resident weights + input are the floor of the peak
     assert data["peak_allocated_bytes"] > data["baseline_bytes"] > 7_900_000

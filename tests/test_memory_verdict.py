@@ -262,7 +262,7 @@ def test_table_and_markdown_say_on_the_first_line_that_the_step_does_not_fit(too
 
 
 def test_json_carries_the_verdict_fields(too_small):
-    data = json.loads(format_memory([too_small], "json"))
+    data = json.loads(format_memory([too_small], "json"))[0]
     v = too_small.verdict
     assert data["fits"] is False and data["device_total_bytes"] == GiB
     assert data["required_bytes"] == v.required_bytes > too_small.peak_reserved_bytes
@@ -385,5 +385,5 @@ def test_gpu_memory_replaces_the_cards_memory_and_a_step_that_does_not_fit_still
     proc = _cli("nin", "--size", "96", "--batch", "8", "--predict", "--gpu", "h200", "--gpu-memory", "2GiB",
                 "--format", "json")
     assert proc.returncode == 0, proc.stderr
-    data = json.loads(proc.stdout)
+    (data,) = json.loads(proc.stdout)
     assert data["device_total_bytes"] == 2 * GiB and data["fits"] is False and data["verdict_device"] == "NVIDIA H200"

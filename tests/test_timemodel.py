@@ -236,7 +236,7 @@ def test_foreach_launches_pack_chunks_as_multi_tensor_apply():
 def test_predicted_json_has_the_measured_fields_and_says_what_it_assumed(capsys: pytest.CaptureFixture[str]):
     assert main(["bandwidth", "alexnet", "--size", "96", "--predict", "--gpu", "h200", "--train", "--optimizer",
                  "adam", "--dtype", "bfloat16", "--batch", "16", "--format", "json"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)[0]
     assert (out["source"], out["gpu"], out["device_name"], out["optimizer"]) == ("predicted", "h200", "NVIDIA H200",
                                                                                  "adam")
     assert out["model_source"].startswith("d2l") and out["predicted_for"].startswith("predicted for NVIDIA H200")
@@ -272,7 +272,7 @@ def test_without_cuda_bandwidth_predicts_and_says_so_on_stderr():
 
 def test_gpu_memory_adds_a_note_on_whether_the_step_fits(capsys: pytest.CaptureFixture[str]):
     assert main(["bandwidth", "nin", "--size", "96", "--predict", "--gpu-memory", "1MiB", "--format", "json"]) == 0
-    notes = json.loads(capsys.readouterr().out)["notes"]
+    notes = json.loads(capsys.readouterr().out)[0]["notes"]
     assert any("does not fit --gpu-memory 1.0 MiB" in note for note in notes)
 
 

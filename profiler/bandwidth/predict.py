@@ -110,11 +110,11 @@ def predict_step(model_name: str, size: int, batch: int = 128, train: bool = Fal
     model = build(spec, size, channels, classes)
     shape = spec.input_shape(batch, size, channels)
     try:
-        stats = count_model(model, shape, name=spec.name, train=train, dtype=getattr(torch, dtype))
+        stats = count_model(model, shape, name=spec.name, train=train, dtype=getattr(torch, dtype),
+                            model_source=spec.source)
         kernels = step_kernels(model, shape, train, getattr(torch, dtype), optimizer)
     except ForwardFailed as failure:
         raise explain(spec, size, channels, classes, failure) from None
-    stats.source = spec.source
     modules = named_modules(model)
     if train:
         modules[LOSS_ROW] = torch.nn.CrossEntropyLoss()
@@ -197,7 +197,8 @@ def _result(stats: ModelStats, modules: dict[str, torch.nn.Module], kernels: lis
     if roof_precision(card, dtype, OpClass.MATMUL) is Precision.FP32 and dtype != "float32":
         notes.append(f"{card.name} has no {dtype} tensor cores: its {dtype} products run on the FP32 roof")
     return BandwidthResult(
-        model=stats.model, source=Source.PREDICTED, model_source=stats.source, input_shape=tuple(stats.input_shape),
+        model=stats.model, source=Source.PREDICTED, model_source=stats.model_source,
+        input_shape=tuple(stats.input_shape),
         mode=stats.mode, dtype=dtype, device_kind="cuda", device_name=card.name, time_basis=predicted_basis(card),
         warmup=None, timed_steps=None, steps=None, step_ms=step_ms, profiled_step_ms=None,
         profiled_mean_step_ms=None, overhead_percent=None, attributed_ms=busy_ms, idle_ms=step_ms - busy_ms,

@@ -123,7 +123,7 @@ def profile_config(spec: ModelSpec, size: int, batch: int, channels: int | None,
     shape = spec.input_shape(batch, size, channels)
     meta = build(spec, size, channels, classes)
     try:
-        stats = count_model(meta, shape, name=spec.name, train=train)
+        stats = count_model(meta, shape, name=spec.name, train=train, model_source=spec.source)
         num_classes = output_classes(meta, spec.input_shape(1, size, channels))
     except ForwardFailed as failure:
         raise explain(spec, size, channels, classes, failure) from None
@@ -140,7 +140,6 @@ def profile_config(spec: ModelSpec, size: int, batch: int, channels: int | None,
     if device.type == "cuda" and not measured.attribution.device_events:
         raise ProfilerError("torch.profiler recorded no GPU kernels: CUPTI is missing or taken by another profiler "
                             "(Nsight Systems/Compute); run without the other profiler, or use --device cpu")
-    stats.source = spec.source
     return _result(stats, measured, steps, warmup, device, peaks, peaks_source, provenance)
 
 
@@ -279,7 +278,8 @@ def _result(stats: ModelStats, measured: _Measured, steps: int, warmup: int, dev
         notes.append(f"profiled {profiled_steps} steps (not {steps}) so that the sampled window lasts long enough")
     card = gpu_for_device(provenance["device"]) if cuda else None
     return BandwidthResult(
-        model=stats.model, source=Source.MEASURED, model_source=stats.source, input_shape=tuple(stats.input_shape),
+        model=stats.model, source=Source.MEASURED, model_source=stats.model_source,
+        input_shape=tuple(stats.input_shape),
         mode=stats.mode, dtype=stats.dtype, device_kind=device.type, device_name=provenance["device"],
         time_basis=GPU_BASIS if cuda else CPU_BASIS, warmup=warmup, timed_steps=len(measured.step_ms),
         steps=profiled_steps, step_ms=step_ms,

@@ -7,29 +7,15 @@ scaling: the records carry the rates and fractions.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any
 
 from profiler.bandwidth.records import CATEGORIES, BandwidthResult, LayerTiming
-from profiler.counting import conventions
 from profiler.device import DeviceKind
 from profiler.device.nvml import MetricSummary
 from profiler.format.output import render_table, to_csv, to_json
 from profiler.kinds import OPTIMIZER_ROW, OTHER_ROW, Mode
 from profiler.util.units import binary_unit, decimal_unit, fmt_scaled, human_bytes, shape_str
-
-CONVENTION = ("FLOPs and bytes are the static counts of the same step (python -m profiler flops); achieved FLOP/s "
-              "and bytes/s = counted ÷ measured time; % of peak = achieved ÷ the device's measured peak; a layer is "
-              "memory-bound when its intensity (FLOP/B) lies below the ridge point (compute peak ÷ copy bandwidth). "
-              "Counted bytes assume every tensor crosses DRAM, so a layer whose tensors stay in cache can show more "
-              "than the copy bandwidth")
-
-PREDICTED_CONVENTION = ("FLOPs and bytes are the static counts of the same step (python -m profiler flops); a row's "
-                        "time is its kernels' predicted time; achieved FLOP/s and bytes/s = counted ÷ predicted time; "
-                        "% of peak = achieved ÷ the card's datasheet roof; a row is compute- or memory-bound by "
-                        "which kind of kernel takes more of its predicted time")
 
 NVML_LABELS = {"used_memory_bytes": "used memory", "gpu_util_percent": "GPU utilization",
                "memory_util_percent": "memory-controller utilization",
@@ -39,12 +25,7 @@ NVML_LABELS = {"used_memory_bytes": "used memory", "gpu_util_percent": "GPU util
 def headline(result: BandwidthResult) -> str:
     """"measured on <GPU> (CUDA)", "measured on CPU (...) — CPU figures only" or "predicted for <GPU> (<key>) — no
     GPU ran", then model, input, mode, and the steps profiled or the optimizer and bound predicted."""
-    if result.predicted:
-        where = f"predicted for {result.device_name} ({result.gpu}) — no GPU ran"
-    elif result.device_kind == DeviceKind.CUDA:
-        where = f"measured on {result.device_name} (CUDA)"
-    else:
-        where = f"measured on {result.device_name} — CPU figures only, no GPU figure"
+    where = result.where
     source = f" ({result.model_source})" if result.model_source else ""
     mode = Mode(result.mode).words
     how = (f"{result.optimizer + ' · ' if result.optimizer else ''}{result.bound}-bound" if result.predicted else
@@ -219,7 +200,7 @@ def _footer(result: BandwidthResult) -> list[str]:
                      f"cudnn.benchmark={s['cudnn_benchmark']}; each layer is compared with its roof (column roof)")
     lines.append(f"time: {result.time_basis}")
     lines += [f"note: {note}" for note in result.notes]
-    lines.append(f"convention: {PREDICTED_CONVENTION if result.predicted else CONVENTION}")
+    lines.append(f"convention: {result.convention}")
     prov = result.provenance
     if result.predicted:
         lines.append(f"provenance: predicted by {prov.get('time_model')} with {prov.get('coefficients')} (fitted "
@@ -249,8 +230,8 @@ def _summary(results: Sequence[BandwidthResult], fmt: str) -> str:
 def format_bandwidth(results: Sequence[BandwidthResult], fmt: str) -> str:
     """Render bandwidth results as ``fmt`` (table, markdown, json, csv)."""
     if fmt == "json":
-        objs = [bandwidth_json(r) for r in results]
-        return to_json(objs[0] if len(objs) == 1 else objs)
+        objs = [r.to_dict() for r in results]
+        return to_json(objs)
     if fmt == "csv":
         return to_csv(CSV_HEADERS, [row for r in results for row in _csv_rows(r)])
     blocks = []
@@ -264,29 +245,6 @@ def format_bandwidth(results: Sequence[BandwidthResult], fmt: str) -> str:
         heading = "### Summary" if fmt == "markdown" else "Summary"
         blocks.append(f"{heading}\n\n{_summary(results, fmt)}")
     return "\n\n".join(blocks) + "\n"
-
-
-def _significant(obj: Any, digits: int = 6) -> Any:
-    """Floats rounded to ``digits`` significant digits, recursively (measurements carry no more)."""
-    if isinstance(obj, float):
-        return float(f"{obj:.{digits}g}") if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _significant(v, digits) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_significant(v, digits) for v in obj]
-    return obj
-
-
-def bandwidth_json(result: BandwidthResult) -> dict[str, Any]:
-    """The JSON object of one result: every field of the record (peaks, datasheet, NVML timeline, provenance
-    included), a ``measured_on`` line and the conventions."""
-    obj = asdict(result)
-    obj["input_shape"] = list(result.input_shape)
-    where = "predicted_for" if result.predicted else "measured_on"
-    head = {where: headline(result).split(" · ")[0],
-            "convention": PREDICTED_CONVENTION if result.predicted else CONVENTION,
-            "count_convention": conventions()}
-    return _significant({**head, **obj})
 
 
 CSV_HEADERS = ["model", "input_shape", "mode", "source", "device", "layer", "type", "category", "ms_per_step",

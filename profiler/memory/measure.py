@@ -122,7 +122,8 @@ def measure_cuda(name: str, size: int, batch: int, channels: int | None = None, 
     optimizer_state = _optimizer_state_bytes(step)
     known = weights + inputs + phases.gradient_bytes + optimizer_state
     return MemoryResult(
-        model=resolve(name).name, input_shape=tuple(shape), mode=config.mode, source=Source.MEASURED,
+        model=resolve(name).name, model_source=resolve(name).source, input_shape=tuple(shape), mode=config.mode,
+        source=Source.MEASURED,
         device=torch.cuda.get_device_name(device), device_kind=DeviceKind.CUDA, peak_allocated_bytes=peak,
         peak_reserved_bytes=phases.reserved,
         baseline_bytes=baseline,
@@ -187,7 +188,8 @@ def measure_cpu(name: str, size: int, batch: int, channels: int | None = None, c
         peak = max(peak, current)
     total = weights + inputs + optimizer_state + peak
     return MemoryResult(
-        model=resolve(name).name, input_shape=tuple(step.x.shape), mode=config.mode, source=Source.MEASURED,
+        model=resolve(name).name, model_source=resolve(name).source, input_shape=tuple(step.x.shape),
+        mode=config.mode, source=Source.MEASURED,
         device=provenance(device)["device"] + ", host memory", device_kind=DeviceKind.CPU, peak_allocated_bytes=total,
         peak_reserved_bytes=total, baseline_bytes=weights + inputs,
         breakdown={"weights": weights, "gradients": gradients.bytes, "optimizer": optimizer_state, "input": inputs,

@@ -15,6 +15,7 @@ from typing import Any
 
 from profiler.device import DeviceKind
 from profiler.gpus import GpuSpec
+from profiler.kinds import Source
 from profiler.memory.allocator import CachingAllocator
 from profiler.memory.calibration import calibration_for
 from profiler.memory.records import MemoryResult
@@ -111,7 +112,7 @@ def replay(trace: Trace, gpu: GpuSpec, workspaces: dict[str, Any] | None = None,
 
 
 def predict(trace: Trace, gpu: GpuSpec, model_name: str, checkpoint: bool = False, total_bytes: int | None = None,
-            total_source: str | None = None) -> MemoryResult:
+            total_source: str | None = None, model_source: str = "") -> MemoryResult:
     """A :class:`MemoryResult` labelled predicted for ``gpu``, with its fit verdict. ``total_bytes`` replaces the
     card's memory (``--gpu-memory``), for the verdict and for the workspace cap."""
     cal = calibration_for(gpu)
@@ -124,7 +125,8 @@ def predict(trace: Trace, gpu: GpuSpec, model_name: str, checkpoint: bool = Fals
         notes.append(f"{result.capped_workspaces} cuDNN workspace(s) cut to the memory that would be free on the "
                      "card (PyTorch then runs a convolution algorithm that needs less)")
     return MemoryResult(
-        model=model_name, input_shape=trace.input_shape, mode=trace.mode, source="predicted", device=gpu.name,
+        model=model_name, model_source=model_source, input_shape=trace.input_shape, mode=trace.mode,
+        source=Source.PREDICTED, device=gpu.name,
         device_kind=DeviceKind.CUDA,
         peak_allocated_bytes=result.peak_allocated, peak_reserved_bytes=result.peak_reserved,
         baseline_bytes=result.baseline, breakdown=result.breakdown, phases=result.phases,

@@ -43,7 +43,7 @@ def predict_config(name: str, size: int, batch: int, channels: int | None = None
     except ForwardFailed as failure:
         raise explain(spec, size, channels, classes, failure) from None
     return predict(trace, target, spec.name, checkpoint=checkpoint, total_bytes=total_bytes,
-                   total_source=total_source)
+                   total_source=total_source, model_source=spec.source)
 
 
 def run_memory(args: argparse.Namespace) -> list[MemoryResult]:
