@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         peaks_json,
     )
     from profiler.bandwidth.runner import profile_config
+    from profiler.catalogue import datasheet_for
     from profiler.device import provenance as device_provenance
     from profiler.format.plots import roofline_plot
-    from profiler.gpus import datasheet_for
     from profiler.models import resolve
 
     out = Path(args.out)

@@ -56,8 +56,8 @@ def bandwidth_worker(spec: dict[str, Any]) -> int:
 
     from profiler.bandwidth.peaks import measure_cpu_peaks, measure_cuda_peaks, peaks_from_json, peaks_json
     from profiler.bandwidth.runner import profile_config
+    from profiler.catalogue import datasheet_for
     from profiler.device import provenance as device_provenance
-    from profiler.gpus import datasheet_for
     from profiler.models import resolve
 
     os.environ.setdefault("KINETO_LOG_LEVEL", "6")

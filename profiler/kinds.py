@@ -101,7 +101,8 @@ class OpClass(StrEnum):
 
     @property
     def convolution(self) -> bool:
-        """Whether cuDNN runs it (the TF32 choice of :meth:`profiler.gpus.GpuSpec.roof` differs for convolutions)."""
+        """Whether cuDNN runs it (the TF32 choice of :meth:`profiler.catalogue.GpuSpec.roof` differs for
+        convolutions)."""
         return self in (OpClass.CONV_FORWARD, OpClass.CONV_INPUT_GRAD, OpClass.CONV_WEIGHT_GRAD)
 
     @property

@@ -46,6 +46,7 @@ from profiler.bandwidth.timing import (
     trace_events,
     widened,
 )
+from profiler.catalogue import datasheet_for
 from profiler.cli import main
 from profiler.counting import count_model
 from profiler.device import nvml as nvml_module
@@ -53,7 +54,6 @@ from profiler.device.nvml import MetricSummary, NvmlSampler, NvmlSummary
 from profiler.errors import ProfilerError
 from profiler.format.bandwidth import format_bandwidth
 from profiler.format.plots import roofline_plot
-from profiler.gpus import datasheet_for
 from profiler.kinds import OPTIMIZER_ROW, OTHER_ROW
 from profiler.models import build, resolve
 from profiler.scopes import named_modules
@@ -667,3 +667,14 @@ def test_committed_gpu_results_make_physical_sense():
         if found:
             problems[f"{path.name}: {run['model']} {run['input_shape']} {run['mode']}"] = found
     assert not problems
+
+
+def test_measured_runs_take_the_optimizer_and_dtype_of_the_step_protocol():
+    from profiler.bandwidth.runner import run_bandwidth
+
+    [result] = run_bandwidth(["lenet"], [28], batch=2, train=True, steps=2, warmup=1, device="cpu",
+                             optimizer="adam", dtype="bfloat16")
+    assert (result.optimizer, result.dtype) == ("adam", "bfloat16")
+    update = next(row for row in result.layers if row.name == OPTIMIZER_ROW)
+    assert update.type == "Adam" and update.ms_per_step > 0
+    assert "Adam lr 0.001" in " ".join(result.notes)

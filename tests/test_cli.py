@@ -253,3 +253,13 @@ def ok_run(cli: SimpleNamespace, argv: list[str]) -> str:
     done = cli.run(argv)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def test_gpus_lists_every_card_with_its_roofs_and_sources(cli):
+    text = ok_run(cli, ["gpus"])
+    assert "h100 (default)" in text and "a100-40gb" in text and "rtx4090" in text
+    assert "parseChosenWorkspaceSize" in text and "dense (no 2:4 sparsity)" in text
+    cards = json.loads(ok_run(cli, ["gpus", "--format", "json"]))
+    assert {card["key"] for card in cards} >= {"h100", "h200", "t4", "v100-16gb", "l4"}
+    t4 = next(card for card in cards if card["key"] == "t4")
+    assert t4["tf32_flops_per_s"] is None and t4["cublas_workspace_bytes"] == 4096 * 1024 * 2 + 16 * 1024 * 8

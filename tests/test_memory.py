@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from profiler.catalogue import GPUS, parse_bytes
 from profiler.device import DeviceKind
-from profiler.gpus import GPUS, parse_bytes
 from profiler.memory.allocator import CachingAllocator, round_size, segment_size
 from profiler.memory.predict import predict, replay
 from profiler.memory.runner import largest_batch, predict_config

@@ -19,10 +19,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from profiler.catalogue import DEVICE_OVERHEAD_BYTES, GPUS, NVML_OUTSIDE_TORCH_TOTAL_BYTES, gpu_spec
 from profiler.device import DeviceKind
 from profiler.errors import EXIT_OUT_OF_MEMORY, EXIT_USAGE, ProfilerError
 from profiler.format.memory import CSV_HEADERS, format_memory
-from profiler.gpus import DEVICE_OVERHEAD_BYTES, GPUS, NVML_OUTSIDE_TORCH_TOTAL_BYTES, gpu_spec
 from profiler.memory import validation
 from profiler.memory.allocator import CachingAllocator
 from profiler.memory.calibration import calibration_for, calibrations
@@ -355,10 +355,7 @@ def test_measuring_on_cuda_checks_the_verdict_and_reads_total_memory_from_the_pr
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=total))
     monkeypatch.setattr(torch.cuda, "mem_get_info", no_context)
-    args = SimpleNamespace(models=["nin"], size=[96], batch=16, channels=None, classes=None, train=True,
-                           measure=True, predict=False, device=None, optimizer="sgd", dtype="float32",
-                           checkpoint=False, gpu="h100", gpu_memory=None, max_batch=False, trace=None)
-    [result] = runner.run_memory(args)
+    [result] = runner.peak_memory_configs(["nin"], [96], batch=16, train=True, measure=True, gpu="h100")
     v = result.verdict
     assert result.source == "measured" and v.device_total_bytes == total and "get_device_properties(0)" in \
         v.device_total_source

@@ -36,11 +36,11 @@ from profiler.bandwidth.timemodel import (
     roof_precision,
     simulate_steps,
 )
+from profiler.catalogue import GPUS, Precision, gpu_spec
 from profiler.cli import main
 from profiler.counting import count_model
 from profiler.format.bandwidth import format_bandwidth
 from profiler.format.plots import roofline_plot
-from profiler.gpus import GPUS, Precision, gpu_spec
 from profiler.kinds import OPTIMIZER_ROW, Bound, OpClass, Phase
 from profiler.models import build, resolve
 
@@ -273,7 +273,7 @@ def test_without_cuda_bandwidth_predicts_and_says_so_on_stderr():
 def test_gpu_memory_adds_a_note_on_whether_the_step_fits(capsys: pytest.CaptureFixture[str]):
     assert main(["bandwidth", "nin", "--size", "96", "--predict", "--gpu-memory", "1MiB", "--format", "json"]) == 0
     notes = json.loads(capsys.readouterr().out)[0]["notes"]
-    assert any("does not fit --gpu-memory 1.0 MiB" in note for note in notes)
+    assert any("does NOT fit --gpu-memory 1.0 MiB" in note and "device overhead" in note for note in notes)
 
 
 # ---------------------------------------------------------------------------------- the fit, checked

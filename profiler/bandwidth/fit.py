@@ -46,7 +46,7 @@ from profiler.bandwidth.timemodel import (
     pack,
     simulate_steps,
 )
-from profiler.gpus import GpuSpec, gpu_for_device
+from profiler.catalogue import GpuSpec, gpu_for_device
 from profiler.kinds import OTHER_ROW, Mode
 
 REFERENCE = "reference_h200_batch128.json"
@@ -95,7 +95,7 @@ def committed_measurements(data_dir: Path) -> list[Measurement]:
 def _card(device_name: str, source: str) -> GpuSpec:
     spec = gpu_for_device(device_name)
     if spec is None:
-        raise ValueError(f"{source}: {device_name} is not in the GPU catalogue (profiler/gpus.py)")
+        raise ValueError(f"{source}: {device_name} is not in the GPU catalogue (profiler/catalogue.py)")
     return spec
 
 

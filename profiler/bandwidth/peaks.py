@@ -1,5 +1,5 @@
 """Device peaks: measured once per device by a short calibration, cached by device name, shown beside the datasheet
-(the catalogue's, :mod:`profiler.gpus`).
+(the catalogue's, :mod:`profiler.catalogue`).
 
 Calibration (fp32 throughout):
 

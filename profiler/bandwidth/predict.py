@@ -38,9 +38,9 @@ from profiler.bandwidth.timemodel import (
     simulate_steps,
     step_bound,
 )
+from profiler.catalogue import DEFAULT_GPU, GpuSpec, Precision, datasheet_for, gpu_spec
 from profiler.counting import ModelStats, count_model, dynamo_import_skipped
 from profiler.errors import ProfilerError
-from profiler.gpus import DEFAULT_GPU, GpuSpec, Precision, datasheet_for, gpu_spec
 from profiler.kinds import LOSS_ROW, OPTIMIZER_ROW, ROOT_ROW, Bound, Mode, OpClass, Phase, Source
 from profiler.models import build, resolve
 from profiler.models.loading import ForwardFailed, explain
@@ -48,7 +48,7 @@ from profiler.scopes import named_modules
 
 #: The ``--dtype`` choices (parameters, activations and input all in that dtype).
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
-#: PyTorch's defaults, which the roofs assume (see :meth:`profiler.gpus.GpuSpec.roof`).
+#: PyTorch's defaults, which the roofs assume (see :meth:`profiler.catalogue.GpuSpec.roof`).
 DEFAULT_SETTINGS = {"float32_matmul_precision": "highest", "cudnn_allow_tf32": True, "cudnn_benchmark": False}
 OPTIMIZER_TYPES = {"sgd": "SGD", "sgd-momentum": "SGD (momentum 0.9)", "adam": "Adam"}
 HOST_ASSUMPTION = ("the host is as fast as the one the host costs were fitted on (the machine of the measurements "
@@ -204,7 +204,7 @@ def _result(stats: ModelStats, modules: dict[str, torch.nn.Module], kernels: lis
         profiled_mean_step_ms=None, overhead_percent=None, attributed_ms=busy_ms, idle_ms=step_ms - busy_ms,
         flops=totals.flops, bytes=totals.bytes, step_flops_per_s=totals.flops / (step_ms / 1e3),
         step_bytes_per_s=totals.bytes / (step_ms / 1e3), layers=rows, shares=shares, peaks=None,
-        peaks_source=f"datasheet of {card.name} (profiler/gpus.py)", datasheet=datasheet_for(card.name), nvml=None,
+        peaks_source=f"datasheet of {card.name} (profiler/catalogue.py)", datasheet=datasheet_for(card.name), nvml=None,
         settings=dict(DEFAULT_SETTINGS),
         provenance={"time_model": "profiler/bandwidth/timemodel.py",
                     "coefficients": f"profiler/bandwidth/{CALIBRATION_FILE.name}", "fitted": calibration.date},

@@ -10,8 +10,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from profiler.catalogue import Datasheet
 from profiler.device.nvml import NvmlSummary
-from profiler.gpus import Datasheet
 from profiler.kinds import OPTIMIZER_ROW, OTHER_ROW, SCHEMA_VERSION, Source
 
 CONVENTION = ("FLOPs and bytes are the static counts of the same step (python -m profiler flops); achieved FLOP/s "
@@ -141,7 +141,7 @@ class BandwidthResult:
     provenance: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     busy_ms: float | None = None
-    gpu: str | None = None                      # catalogue key (profiler/gpus.py) of the card, where known
+    gpu: str | None = None                      # catalogue key (profiler/catalogue.py) of the card, where known
     optimizer: str | None = None                # training steps only
     bound: str | None = None                    # profiler.kinds.Bound of the step (predicted)
     host_ms: float | None = None

@@ -1,11 +1,11 @@
 """The time model: GPU time per kernel from a roofline, host time per op call, and the step they make together.
 
-For each kernel of a step (:mod:`profiler.bandwidth.kernels`) on a card of the catalogue (:mod:`profiler.gpus`)::
+For each kernel of a step (:mod:`profiler.bandwidth.kernels`) on a card of the catalogue (:mod:`profiler.catalogue`)::
 
     kernel time = max(FLOPs / (e_class × compute roof), bytes / (e_memory × bandwidth)) + kernel floor
 
 The compute roof is the one PyTorch's defaults select for the kernel's dtype on that card
-(:meth:`~profiler.gpus.GpuSpec.roof`: TF32 tensor cores for float32 convolutions from compute capability 8.0, FP32
+(:meth:`~profiler.catalogue.GpuSpec.roof`: TF32 tensor cores for float32 convolutions from compute capability 8.0, FP32
 CUDA cores for float32 matrix products, the bf16/fp16 tensor cores under those dtypes), at its dense datasheet rate;
 the bandwidth is the datasheet's DRAM bandwidth. The four compute classes (convolution forward, input gradient, weight
 gradient, matrix product) have their own compute efficiency ``e_class`` and share the elementwise class's bandwidth
@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 
 from profiler.bandwidth.kernels import Kernel
+from profiler.catalogue import GpuSpec, Precision
 from profiler.errors import ProfilerError
-from profiler.gpus import GpuSpec, Precision
 from profiler.kinds import Bound, OpClass, Phase
 
 CALIBRATION_FILE = Path(__file__).with_name("time_calibration.json")

@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
+from profiler.catalogue import GpuSpec, gpu_for_device
 from profiler.device.nvml import load_pynvml, why
 from profiler.errors import ProfilerError
-from profiler.gpus import GpuSpec, gpu_for_device
 
 
 class DeviceKind(str, Enum):

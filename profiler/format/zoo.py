@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from profiler.format.output import render_table, to_csv, to_json
 from profiler.kinds import SCHEMA_VERSION
-from profiler.runner import ZooRow
+from profiler.models.zoo import ZooRow
 
 EXTERNAL = ("also: torchvision:NAME (any torchvision classification model; 3 channels, 1000 classes, the weights' "
             "crop size) and module.path:callable (your factory, called with no arguments)")

@@ -3,8 +3,8 @@
 The prediction is the protocol's ``torch.cuda.max_memory_allocated`` (and ``max_memory_reserved``) over the measured
 step: every tensor PyTorch allocates (weights, input, activations saved for backward, temporaries, gradients,
 optimizer state), each rounded and placed as the caching allocator does (:mod:`profiler.memory.allocator`), plus
-what cuBLAS and cuDNN take from that allocator (:mod:`profiler.gpus`, :mod:`profiler.memory.workspaces`), each cuDNN
-workspace capped at what would be free on the card. Every prediction carries its fit verdict
+what cuBLAS and cuDNN take from that allocator (:mod:`profiler.catalogue`, :mod:`profiler.memory.workspaces`), each
+cuDNN workspace capped at what would be free on the card. Every prediction carries its fit verdict
 (:mod:`profiler.memory.verdict`).
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from profiler.catalogue import GpuSpec
 from profiler.device import DeviceKind
-from profiler.gpus import GpuSpec
 from profiler.kinds import Source
 from profiler.memory.allocator import CachingAllocator
 from profiler.memory.calibration import calibration_for

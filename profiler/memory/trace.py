@@ -32,7 +32,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
-from profiler.gpus import DEFAULT_GPU, GPUS, GpuSpec
+from profiler.catalogue import DEFAULT_GPU, GPUS, GpuSpec
 from profiler.kinds import Phase
 from profiler.memory.allocator import round_size
 from profiler.memory.attention import SDPA, CudaAttention

@@ -22,7 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from profiler.gpus import gpu_spec
+from profiler.catalogue import gpu_spec
 from profiler.kinds import Mode
 from profiler.memory.calibration import calibrations
 from profiler.memory.predict import Replay, replay

@@ -9,13 +9,12 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from profiler.counting import LayerStats, ModelStats, count_layer
+from profiler.counting import LayerStats, ModelStats, count_configs, count_layer
 from profiler.counting.counter import fold
 from profiler.memory.records import MemoryResult
 from profiler.memory.runner import predict_config
 from profiler.models import ZOO, build, resolve, smallest_input_size
 from profiler.models.zoo import CHAPTER7
-from profiler.runner import count_configs
 from profiler.site.measured import DATA_DIR, Measurements, load_measurements
 from profiler.util.parallel import run_all
 

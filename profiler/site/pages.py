@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from profiler.catalogue import gpu_spec
 from profiler.counting import LayerStats, conventions
 from profiler.format.counts import TRAIN_NOTE, format_stats
-from profiler.gpus import gpu_spec
 from profiler.memory import validation
 from profiler.memory.calibration import calibration_for
 from profiler.memory.trace import CATEGORIES

@@ -118,6 +118,17 @@ class GpuSpec:
             raise ValueError(f"{self.name} has no {precision} units")
         return peak / self.bandwidth_bytes_per_s
 
+    def to_dict(self) -> dict[str, object]:
+        """The JSON object ``python -m profiler gpus`` prints for this card (``schema_version``: CHANGELOG.md)."""
+        from profiler.kinds import SCHEMA_VERSION
+
+        return {"schema_version": SCHEMA_VERSION, "key": self.key, "name": self.name, "total_bytes": self.total_bytes,
+                "compute_capability": list(self.compute_capability),
+                "bandwidth_bytes_per_s": self.bandwidth_bytes_per_s, "fp32_flops_per_s": self.fp32_flops_per_s,
+                "tf32_flops_per_s": self.tf32_flops_per_s, "bf16_flops_per_s": self.bf16_flops_per_s,
+                "fp16_flops_per_s": self.fp16_flops_per_s, "cublas_workspace_bytes": self.cublas_workspace_bytes,
+                "device_overhead_bytes": self.device_overhead_bytes, "sources": dict(self.sources)}
+
     @property
     def usable_bytes(self) -> int:
         """Memory the caching allocator can reserve: total minus what the context and libraries hold."""
