@@ -84,3 +84,14 @@ def test_a_model_that_is_neither_a_name_nor_a_module_is_a_user_error(model):
 def test_a_non_square_image_shape_for_a_zoo_model_is_a_user_error():
     with pytest.raises(ProfilerError, match="square"):
         profiler.count("nin", (1, 1, 96, 128))
+
+
+def test_the_readme_notebook_example_runs_as_written():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## In a notebook"):]
+    code = section[section.index("```python\n") + len("```python\n"):section.index("```\n", section.index("```python"))]
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
+    assert namespace["stats"].totals.macs == 762_297_352

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from profiler.catalogue import Datasheet
+from profiler.device import DeviceKind
 from profiler.device.nvml import NvmlSummary
 from profiler.kinds import OPTIMIZER_ROW, OTHER_ROW, SCHEMA_VERSION, Source
 
@@ -158,7 +159,7 @@ class BandwidthResult:
         <GPU> (<key>) — no GPU ran": what the figures are, first on every output."""
         if self.predicted:
             return f"predicted for {self.device_name} ({self.gpu}) — no GPU ran"
-        if self.device_kind == "cuda":
+        if self.device_kind == DeviceKind.CUDA:
             return f"measured on {self.device_name} (CUDA)"
         return f"measured on {self.device_name} — CPU figures only, no GPU figure"
 

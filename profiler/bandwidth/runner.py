@@ -276,7 +276,7 @@ def _result(stats: ModelStats, measured: _Measured, steps: int, warmup: int, dev
     idle = max(mean_profiled - measured.attribution.busy_ns / profiled_steps / 1e6, 0.0) if cuda else None
     totals = stats.totals
     notes = []
-    if stats.mode == "train":
+    if config.train:
         notes.append(f"training step = forward + cross-entropy loss + backward + {optimizer_words(config.optimizer)}; "
                      "the static counts cover forward, loss and backward, not the update")
     if profiled_steps != steps:

@@ -177,7 +177,7 @@ def _timing_lines(result: BandwidthResult) -> list[str]:
 
 
 def _footer(result: BandwidthResult) -> list[str]:
-    cuda = result.device_kind == "cuda"
+    cuda = result.device_kind == DeviceKind.CUDA
     lines = _timing_lines(result)
     lines.append("share of time by layer type (the layer's module class): "
                  + " · ".join(f"{c} {100 * result.shares.get(c, 0.0):.1f} %" for c in CATEGORIES))

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from profiler.device import DeviceKind
-from profiler.kinds import SCHEMA_VERSION
+from profiler.kinds import SCHEMA_VERSION, Source
 from profiler.util.units import human_bytes
 
 
@@ -114,7 +114,7 @@ class MemoryResult:
         }
 
     def __repr__(self) -> str:
-        where = f"measured on {self.device}" if self.source == "measured" else f"predicted for {self.device}"
+        where = f"measured on {self.device}" if self.source == Source.MEASURED else f"predicted for {self.device}"
         shape = "×".join(map(str, self.input_shape))
         if self.out_of_memory:
             return f"MemoryResult({self.model}, input {shape}, {self.mode}, {where}: out of memory)"
