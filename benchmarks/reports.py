@@ -8,22 +8,16 @@ the report within 6× the bare import, on the 2-core machine CI runs on.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import Section, interleaved, markdown_table, progress, ratio, text_table
+from benchmarks.common import Section, interleaved, markdown_table, progress, ratio, run_command, text_table
 
 ROOT = Path(__file__).resolve().parent.parent
 REPEATS = 3
 TARGET_RATIO = 6.0
 
-
-def _call(argv: list[str]) -> None:
-    done = subprocess.run(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()}")
 
 
 def run() -> Section:
@@ -33,7 +27,7 @@ def run() -> Section:
             "python -m profiler report --out TMP": [sys.executable, "-m", "profiler", "report", "--out",
                                                     str(Path(tmp) / "reports")],
         }
-        tasks = {label: (lambda argv=argv: _call(argv)) for label, argv in commands.items()}
+        tasks = {label: (lambda argv=argv: run_command(argv, ROOT)) for label, argv in commands.items()}
         for label, task in tasks.items():
             progress(f"reports: warm-up {label}")
             task()
