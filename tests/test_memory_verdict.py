@@ -257,9 +257,26 @@ def test_allocated_errors_in_sample_and_leave_one_model_out(errors):
 
 @pytest.mark.xfail(strict=True, reason="not reached: 4 of 12 training runs are off by more (DenseNet -17 % and -13 %, "
                                        "GoogLeNet at 96 -11 %, NiN at 96 +17 %); inference within 1 % except "
-                                       "DenseNet at 96 (+13 %)")
+                                       "DenseNet at 96 (+13 %). Reserved depends on the exact workspace sizes (see "
+                                       "test_reserved_memory_moves_with_the_workspaces_far_more_than_allocated): "
+                                       "it needs workspaces measured per convolution on the card")
 def test_reserved_errors_within_10_percent_in_sample_and_leave_one_model_out(errors):
     assert max(abs(x) for e in errors for x in (e.reserved_error, e.lomo_reserved_error)) <= 0.10
+
+
+def test_sensitivity_without_spread_is_the_committed_prediction(errors):
+    e = next(e for e in errors if e.run.label == "vgg@224 training")
+    still = validation.workspace_sensitivity(e.run, spread=0.0, draws=1)
+    assert still.allocated == (e.allocated,) * 2 and still.reserved == (e.reserved,) * 2
+
+
+def test_reserved_memory_moves_with_the_workspaces_far_more_than_allocated():
+    # every workspace of VGG-11's training step moved by up to ±15 %: the peak allocated stays within 1.5 % of the
+    # measurement, the peak reserved ranges over more than 20 points — no workspace rule reaches 10 % on reserved
+    run = next(r for r in validation.reference_runs() if r.label == "vgg@224 training")
+    moved = validation.workspace_sensitivity(run, draws=6)
+    assert all(abs(peak / run.peak_allocated - 1) < 0.015 for peak in moved.allocated)
+    assert (moved.reserved[1] - moved.reserved[0]) / run.peak_reserved > 0.20
 
 
 def test_reserved_errors_stay_within_what_was_measured(errors):
