@@ -52,7 +52,7 @@ from profiler.device import nvml as nvml_module
 from profiler.device.nvml import MetricSummary, NvmlSampler, NvmlSummary
 from profiler.errors import ProfilerError
 from profiler.format.bandwidth import format_bandwidth
-from profiler.format.plots import roofline_plot
+from profiler.format.plots import roofline_figure, roofline_plot
 from profiler.gpus import datasheet_for
 from profiler.kinds import OPTIMIZER_ROW, OTHER_ROW
 from profiler.models import build, resolve
@@ -568,6 +568,28 @@ def test_roofline_png_is_drawn_for_cpu_and_gpu_results(cpu_train: BandwidthResul
     path = tmp_path / "roofline.png"
     roofline_plot([cpu_train, _gpu_result(cpu_train)], path)
     assert path.read_bytes().startswith(PNG_MAGIC) and path.stat().st_size > 20_000
+
+
+def test_every_text_of_the_roofline_lies_inside_the_png(cpu_train: BandwidthResult):
+    note = "a provenance line as long as benchmarks/gpu_bandwidth.py writes: " + "--sizes 96 224 --batch 128 " * 6
+    figure = roofline_figure([cpu_train, _gpu_result(cpu_train)], columns=1, note=note)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    width, height = figure.get_size_inches()
+    tight = figure.get_tightbbox(renderer)  # every drawn artist (ticks in view, legends, annotations), in inches
+    assert tight.x0 >= 0 and tight.y0 >= 0 and tight.x1 <= width and tight.y1 <= height, tight
+    texts = [*figure.texts, *(t for ax in figure.axes for t in (*ax.texts, ax.title, ax.xaxis.label, ax.yaxis.label,
+                                                                *ax.get_legend().get_texts()))]
+
+    def inside(text) -> bool:  # a matplotlib Text
+        box, page = text.get_window_extent(renderer), figure.bbox
+        return page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1
+
+    outside = [t.get_text() for t in texts if t.get_text() and not inside(t)]
+    assert not outside and len(texts) > 20
+    footnotes = [t.get_text() for t in texts if "layers drawn" in t.get_text()]
+    assert len(footnotes) == 2 and all(t.endswith("rows not drawn (no counted FLOPs, bytes or time)")
+                                       for t in footnotes)
 
 
 def test_a_result_without_drawable_layers_still_gives_a_png(cpu_train: BandwidthResult, tmp_path: Path):
