@@ -41,7 +41,7 @@ from profiler.bandwidth.timing import (
     trace_events,
 )
 from profiler.counting import ModelStats, count_model
-from profiler.device import cpu_threads, resolve_device
+from profiler.device import cpu_threads, quiet_torch_profiler, resolve_device
 from profiler.device import provenance as device_provenance
 from profiler.device.nvml import NvmlSampler, NvmlSummary
 from profiler.errors import EXIT_OUT_OF_MEMORY, ProfilerError
@@ -76,7 +76,6 @@ def run_bandwidth(names: Sequence[str], sizes: Sequence[int] | None, batch: int 
         sys.stderr.write(f"profiler: timing on the CPU ({cpu_threads()}): CPU figures only, no "
                          f"GPU figure; {warmup} + 2 × {steps} steps at batch {batch} (lower --batch or --steps if "
                          "this is slow)\n")
-    os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # kineto's start/stop chatter on stderr; our errors are our own
     dev = torch.device("cuda", torch.cuda.current_device()) if where == "cuda" else torch.device("cpu")
     provenance = device_provenance(dev, detailed=True)
     peaks, peaks_source = device_peaks(dev, provenance["device"], provenance, peaks_path)
@@ -230,6 +229,7 @@ def _measure(meta: nn.Module, shape: tuple[int, ...], num_classes: int, train: b
              device: torch.device, min_profiled_s: float) -> _Measured:
     from torch.profiler import ProfilerActivity, profile, record_function
 
+    quiet_torch_profiler()
     step = _real_step(meta, shape, num_classes, StepConfig.make(train), device)
     for _ in range(warmup):
         step.run()
