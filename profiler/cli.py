@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="count one training step: forward + loss + backward (weight and input gradients)")
         cmd.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
                          help="parameter and activation dtype: bytes moved depend on it (default: float32)")
+        if name == "flops":
+            cmd.add_argument("--compare", choices=("fvcore",),
+                             help="print fvcore's flops per layer beside our MACs, with the reason for each "
+                                  "difference (fvcore runs the real forward: a CPU copy at batch 1)")
         cmd.set_defaults(handler=_cmd_count, what=name)
 
     memory = sub.add_parser(
@@ -182,12 +186,28 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_count(args: argparse.Namespace) -> int:
+    if getattr(args, "compare", None):
+        return _cmd_compare(args)
     from profiler.format.counts import format_stats
     from profiler.runner import count_configs
 
     results = count_configs(args.models, args.size, batch=args.batch, channels=args.channels, classes=args.classes,
                             train=args.train, depth=args.depth, dtype=args.dtype, fast_start=True)
     emit(format_stats(results, args.format, what=args.what), args.output)
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from profiler.counting.compare import compare_configs
+    from profiler.format.compare import format_comparison
+
+    extra = [flag for flag, given in (("--train", args.train), ("--depth", args.depth),
+                                      ("--dtype", args.dtype != "float32")) if given]
+    if extra:
+        raise ProfilerError(f"--compare fvcore compares float32 inference per layer: drop {' and '.join(extra)} "
+                            "(fvcore counts a forward only, at full depth)")
+    results = compare_configs(args.models, args.size, batch=args.batch, channels=args.channels, classes=args.classes)
+    emit(format_comparison(results, args.format), args.output)
     return 0
 
 
