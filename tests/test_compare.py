@@ -161,6 +161,19 @@ def test_docs_peers_md_quotes_the_vit_numbers_it_states():
     assert set(result.by_reason) == {FvcoreReason.NORM, FvcoreReason.UNHANDLED_OP}
 
 
+def test_docs_peers_md_quotes_the_maxvit_numbers_it_states():
+    result = compare_fvcore("torchvision:maxvit_t")
+    text = " ".join(PEERS.read_text().split())
+    split = result.by_reason
+    assert set(split) == {FvcoreReason.BATCH_NORM, FvcoreReason.NORM, FvcoreReason.ADAPTIVE_POOL,
+                          FvcoreReason.EINSUM_ROUNDING}
+    for figure in (split[FvcoreReason.BATCH_NORM], split[FvcoreReason.NORM], split[FvcoreReason.ADAPTIVE_POOL],
+                   split[FvcoreReason.EINSUM_ROUNDING]):
+        assert f"{figure:,}" in text, figure
+    rounded = sum(1 for r in result.rows for d in r.differences if d.reason is FvcoreReason.EINSUM_ROUNDING)
+    assert f"its {rounded} relative-position attentions" in text and rounded == 22
+
+
 def test_every_reason_the_comparison_can_print_is_stated_in_docs_peers_md():
     text = " ".join(PEERS.read_text().split())
     assert set(REASONS) == set(FvcoreReason)
