@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="parameter and activation dtype (default: float32; measured runs: float32 only for "
                                 "now)")
     bandwidth.add_argument("--plot", metavar="FILE.png", help="also draw a roofline of the layers to FILE.png")
+    bandwidth.add_argument("--remeasure-peaks", action="store_true",
+                           help="measured runs: calibrate the device's peaks again instead of reusing the ones "
+                                "cached by an earlier run (the output says which it did)")
     bandwidth.set_defaults(handler=_cmd_bandwidth)
 
     report = sub.add_parser(

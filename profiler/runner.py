@@ -87,7 +87,12 @@ def bandwidth_results(args: argparse.Namespace) -> list[BandwidthResult]:
             raise ProfilerError("measured bandwidth runs take --optimizer sgd and --dtype float32 only for now; add "
                                 "--predict to predict other optimizers and dtypes")
         return run_bandwidth(args.models, args.size, batch=args.batch, channels=args.channels, classes=args.classes,
-                             train=args.train, steps=args.steps, warmup=args.warmup, device=args.device)
+                             train=args.train, steps=args.steps, warmup=args.warmup, device=args.device,
+                             remeasure_peaks=args.remeasure_peaks)
+    if args.remeasure_peaks:
+        raise ProfilerError("--remeasure-peaks calibrates the device a measured run times; a prediction uses the "
+                            "card's datasheet: drop --remeasure-peaks, or --predict (and add --device cpu where "
+                            "there is no GPU)")
     from profiler.bandwidth.predict import run_predicted
     from profiler.gpus import DEFAULT_GPU, gpu_spec, parse_bytes
 

@@ -4,7 +4,8 @@ no pyplot state), so the CLI starts fast and works without a display.
 A roofline puts each layer at (counted FLOPs ÷ counted bytes, counted FLOPs ÷ measured time) on log-log axes, under
 the device's measured roofs: the copy bandwidth (a slope) and the compute peaks (flat). On a GPU the FP32 roof is the
 matmul with TF32 off and the TF32 roof the faster of the TF32 matmul and the convolution; datasheet roofs are drawn
-dashed beside them. On the CPU the roofs are the CPU's own measured copy and matmul rates, labelled CPU. A predicted
+dashed beside them. On the CPU the roofs are the CPU's own measured copy rate and the best of its convolution and
+matmul rates, labelled CPU. A predicted
 result (no GPU ran) is drawn at its predicted kernel times under the datasheet roofs the time model used.
 """
 
@@ -56,7 +57,8 @@ def _roofs(result: BandwidthResult) -> list[tuple[str, str, float, float, str, s
     p, sheet, cpu = result.peaks, result.datasheet, result.device_kind != DeviceKind.CUDA
     where = "CPU, measured" if cpu else "measured"
     fp32 = _si(p.fp32_flops_per_s, "FLOP/s")
-    roofs = [(f"FP32 matmul {fp32} ({where})", f"FP32 {fp32}", p.fp32_flops_per_s, p.copy_bytes_per_s, "-",
+    kernel = "best of conv and matmul" if cpu else "matmul"
+    roofs = [(f"FP32 {kernel} {fp32} ({where})", f"FP32 {fp32}", p.fp32_flops_per_s, p.copy_bytes_per_s, "-",
               "black", True)]
     if p.tensor_core_flops_per_s is not None:
         tf32 = _si(p.tensor_core_flops_per_s, "FLOP/s")
