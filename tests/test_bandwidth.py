@@ -63,7 +63,7 @@ from profiler.errors import ProfilerError
 from profiler.format.bandwidth import format_bandwidth
 from profiler.format.plots import roofline_figure, roofline_plot
 from profiler.gpus import datasheet_for
-from profiler.kinds import OPTIMIZER_ROW, OTHER_ROW
+from profiler.kinds import OPTIMIZER_ROW, OTHER_ROW, OpClass
 from profiler.models import build, resolve
 from profiler.scopes import named_modules
 
@@ -578,8 +578,9 @@ def test_cli_says_where_the_peaks_came_from_and_remeasures_them_when_asked(
 
 
 def test_the_cpu_roof_is_the_best_of_its_convolutions_and_matmuls(monkeypatch: pytest.MonkeyPatch):
-    assert {kernel.what for kernel in CPU_KERNELS} == {"conv", "matmul"}
-    rates = {kernel.label: (2e11 if kernel.what == "conv" and kernel.shape[3] == 5 else 1e11) for kernel in CPU_KERNELS}
+    assert {kernel.op for kernel in CPU_KERNELS} == {OpClass.CONV_FORWARD, OpClass.MATMUL}
+    rates = {kernel.label: 2e11 if kernel.op is OpClass.CONV_FORWARD and kernel.shape[3] == 5 else 1e11
+             for kernel in CPU_KERNELS}
     monkeypatch.setattr(peaks_module, "_cpu_kernel_rates", lambda kernels: rates)
     peaks = measure_cpu_peaks(torch.device("cpu"), "CPU test", {})
     assert peaks.fp32_flops_per_s == 2e11
@@ -588,7 +589,7 @@ def test_the_cpu_roof_is_the_best_of_its_convolutions_and_matmuls(monkeypatch: p
 
 @pytest.mark.parametrize("kernel", CPU_KERNELS, ids=lambda kernel: kernel.label)
 def test_each_calibration_kernel_counts_what_the_static_counter_counts(kernel: CpuKernel):
-    if kernel.what == "matmul":
+    if kernel.op is OpClass.MATMUL:
         m, k, n = kernel.shape
         layer, shape = nn.Linear(k, n, bias=False), (m, k)
     else:
@@ -599,7 +600,7 @@ def test_each_calibration_kernel_counts_what_the_static_counter_counts(kernel: C
 
 
 def test_calibration_kernel_rates_are_measured_for_every_kernel():
-    small = (CpuKernel("matmul", (64, 64, 64)), CpuKernel("conv", (1, 4, 4, 3, 8)))
+    small = (CpuKernel(OpClass.MATMUL, (64, 64, 64)), CpuKernel(OpClass.CONV_FORWARD, (1, 4, 4, 3, 8)))
     rates = _cpu_kernel_rates(small, rounds=2)
     assert list(rates) == [kernel.label for kernel in small] and all(rate > 0 for rate in rates.values())
 

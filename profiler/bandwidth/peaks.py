@@ -36,6 +36,7 @@ import torch
 
 from profiler.bandwidth.records import DevicePeaks, LayerTiming
 from profiler.errors import ProfilerError
+from profiler.kinds import OpClass
 from profiler.util.files import write_atomic
 from profiler.util.units import human_bytes
 
@@ -200,16 +201,16 @@ def measure_cuda_peaks(device: torch.device, device_name: str, provenance: dict[
 
 @dataclass(frozen=True)
 class CpuKernel:
-    """One compute kernel of the CPU calibration: a matmul (m, k, n) or a convolution (batch, channels in, channels
-    out, kernel, height = width; stride 1, "same" padding, no bias), fp32, as the zoo's layers run them."""
+    """One compute kernel of the CPU calibration: a matmul (m, k, n) or a forward convolution (batch, channels in,
+    channels out, kernel, height = width; stride 1, "same" padding, no bias), fp32, as the zoo's layers run them."""
 
-    what: str
+    op: OpClass                 # OpClass.MATMUL or OpClass.CONV_FORWARD
     shape: tuple[int, ...]
 
     @property
     def flops(self) -> float:
         """2 × MACs, as the static counter counts."""
-        if self.what == "matmul":
+        if self.op is OpClass.MATMUL:
             m, k, n = self.shape
             return 2.0 * m * k * n
         batch, c_in, c_out, kernel, size = self.shape
@@ -217,7 +218,7 @@ class CpuKernel:
 
     @property
     def label(self) -> str:
-        if self.what == "matmul":
+        if self.op is OpClass.MATMUL:
             m, k, n = self.shape
             return f"matmul {m}×{k} @ {k}×{n}"
         batch, c_in, c_out, kernel, size = self.shape
@@ -225,7 +226,7 @@ class CpuKernel:
 
     def work(self) -> Callable[[], Any]:
         """One call of the kernel on fresh random fp32 operands (no autograd)."""
-        if self.what == "matmul":
+        if self.op is OpClass.MATMUL:
             m, k, n = self.shape
             a, b, out = torch.randn(m, k), torch.randn(k, n), torch.empty(m, n)
             return lambda: torch.mm(a, b, out=out)
@@ -240,12 +241,12 @@ class CpuKernel:
 #: core's peak (here oneDNN's convolutions reach twice the FP32 rate of the BLAS matmul), so the FP32 roof is the
 #: best of them all: a roof that a layer beats is no roof.
 CPU_KERNELS = (
-    CpuKernel("matmul", (1024, 1024, 1024)),
-    CpuKernel("matmul", (128, 4096, 1024)),      # a classifier layer (AlexNet, VGG) at batch 128
-    CpuKernel("conv", (8, 96, 256, 5, 12)),      # NiN's and AlexNet's second convolution
-    CpuKernel("conv", (8, 128, 128, 3, 28)),     # VGG, ResNet, DenseNet 3×3 convolutions
-    CpuKernel("conv", (8, 256, 256, 3, 14)),
-    CpuKernel("conv", (8, 256, 256, 1, 28)),     # NiN, GoogLeNet, DenseNet 1×1 convolutions
+    CpuKernel(OpClass.MATMUL, (1024, 1024, 1024)),
+    CpuKernel(OpClass.MATMUL, (128, 4096, 1024)),      # a classifier layer (AlexNet, VGG) at batch 128
+    CpuKernel(OpClass.CONV_FORWARD, (8, 96, 256, 5, 12)),      # NiN's and AlexNet's second convolution
+    CpuKernel(OpClass.CONV_FORWARD, (8, 128, 128, 3, 28)),     # VGG, ResNet, DenseNet 3×3 convolutions
+    CpuKernel(OpClass.CONV_FORWARD, (8, 256, 256, 3, 14)),
+    CpuKernel(OpClass.CONV_FORWARD, (8, 256, 256, 1, 28)),     # NiN, GoogLeNet, DenseNet 1×1 convolutions
 )
 #: Seconds one timed batch of calls of a CPU kernel lasts (about): long enough to time, short enough that several
 #: batches catch a quiet moment on a busy machine, and the calibration takes about a second.
