@@ -81,3 +81,14 @@ def test_ci_runs_the_readme_test_command_and_deletes_nothing():
     commands = [line for line in script if line and not line.startswith(("#", "set ", "cd "))]
     assert commands == [readme_command("the tests (what CI runs, via .ci/run)")]
     assert not any(re.search(r"\brm\b", line) for line in script)
+
+
+def test_the_readme_keeps_its_quick_start_and_documents_the_cpu_only_install():
+    assert readme_command("the main job: regenerate the comparison reports under reports/") == \
+        "python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/python -m profiler report"
+    readme = (ROOT / "README.md").read_text()
+    quick_start = readme[readme.index("## Quick start"):readme.index("\n## ", readme.index("## Quick start") + 1)]
+    assert ".venv/bin/pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in quick_start
+    assert "(Not tested:" in quick_start
+    assert re.search(r"The test suite takes under [\d½]+ minutes: \d+ min \d+ s for its \d+ tests, measured once",
+                     " ".join(quick_start.split()))
