@@ -620,7 +620,7 @@ def test_step_spread_is_the_larger_interquartile_range_in_percent_of_the_step():
     (-12.0, 3.0, "profiler overhead -12.0 %: the profiled steps ran faster than the unprofiled ones by more than the "
                  "step times' spread (3.0 %, interquartile range); the machine's load or clock changed during the "
                  "run: run again on a quiet machine"),
-    (30.0, 2.0, "profiler overhead +30.0 % (beyond the step times' spread (2.0 %, interquartile range))"),
+    (30.0, 2.0, "profiler overhead +30.0 %, beyond the step times' spread (2.0 %, interquartile range)"),
     (-1.0, None, "profiler overhead -1.0 % (too few steps to tell it from noise: raise --steps)"),
 ])
 def test_the_overhead_says_whether_it_is_within_the_noise(cpu_inference: BandwidthResult, overhead: float,

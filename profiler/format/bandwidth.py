@@ -183,7 +183,7 @@ def _overhead(result: BandwidthResult) -> str:
     if result.overhead_percent < 0:
         return (f"{overhead}: the profiled steps ran faster than the unprofiled ones by more than {spread}; the "
                 "machine's load or clock changed during the run: run again on a quiet machine")
-    return f"{overhead} (beyond {spread})"
+    return f"{overhead}, beyond {spread}"
 
 
 def _source_line(result: BandwidthResult) -> list[str]:
