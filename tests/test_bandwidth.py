@@ -26,6 +26,7 @@ from profiler.bandwidth import peaks as peaks_module
 from profiler.bandwidth.peaks import (
     CALIBRATION_VERSION,
     CPU_KERNELS,
+    ROOF_TOLERANCE,
     VERSION_KEY,
     CpuKernel,
     _cpu_kernel_rates,
@@ -628,6 +629,16 @@ def test_the_overhead_says_whether_it_is_within_the_noise(cpu_inference: Bandwid
     result = replace(cpu_inference, overhead_percent=overhead, step_spread_percent=spread)
     assert result.overhead_within_noise == (spread is not None and abs(overhead) <= spread)
     assert words in format_bandwidth([result], "table")
+
+
+def test_a_real_run_names_every_row_above_a_roof_in_its_notes(cpu_train: BandwidthResult):
+    # on a quiet machine no row is above (the CPU roof is the best of the layers' own kinds of kernel); on a busy
+    # one the calibration can run slow, and then the output must say so rather than show the row silently
+    above = [r.name for r in cpu_train.layers if (r.compute_peak_fraction or 0) > ROOF_TOLERANCE]
+    cached = [r.name for r in cpu_train.layers if (r.bandwidth_peak_fraction or 0) > ROOF_TOLERANCE]
+    assert cpu_train.notes[1:] == beyond_roof_notes(cpu_train.layers, cuda=False)  # after the training-step note
+    assert bool(above) == any("above the measured compute roof" in note for note in cpu_train.notes)
+    assert bool(cached) == any("stayed in the CPU's caches" in note for note in cpu_train.notes)
 
 
 def test_a_measured_run_reports_its_step_spread(cpu_inference: BandwidthResult):
