@@ -77,9 +77,11 @@ def layer_time_configs(models: Sequence[str | ModelSpec], sizes: Sequence[int] |
                        channels: int | None = None, classes: int | None = None, train: bool = False,
                        optimizer: str = "sgd", dtype: str = "float32", gpu: str | None = None,
                        gpu_memory: int | None = None, predict: bool | None = None, device: str | None = None,
-                       steps: int = 20, warmup: int = 5, fast_start: bool = False) -> list[BandwidthResult]:
+                       steps: int = 20, warmup: int = 5, remeasure_peaks: bool = False,
+                       fast_start: bool = False) -> list[BandwidthResult]:
     """Every (model, size) configuration of ``python -m profiler bandwidth``: measured where CUDA is (or on
-    ``device``), else — or with ``predict`` — predicted for ``gpu``. A prediction with ``gpu_memory`` gets a note
+    ``device``; ``remeasure_peaks`` calibrates the device again), else — or with ``predict`` — predicted for ``gpu``.
+    A prediction with ``gpu_memory`` gets a note
     saying whether the memory model's fit verdict for that memory holds."""
     from profiler.device import cuda_available
 
@@ -94,7 +96,12 @@ def layer_time_configs(models: Sequence[str | ModelSpec], sizes: Sequence[int] |
             raise ProfilerError("--gpu and --gpu-memory name the card a prediction is for; add --predict (a measured "
                                 "run times the device at hand)")
         return run_bandwidth(models, sizes, batch=batch, channels=channels, classes=classes, train=train,
-                             steps=steps, warmup=warmup, device=device, optimizer=optimizer, dtype=dtype)
+                             steps=steps, warmup=warmup, device=device, optimizer=optimizer, dtype=dtype,
+                             remeasure_peaks=remeasure_peaks)
+    if remeasure_peaks:
+        raise ProfilerError("--remeasure-peaks calibrates the device a measured run times; a prediction uses the "
+                            "card's datasheet: drop --remeasure-peaks, or drop --predict (--device cpu where there "
+                            "is no GPU)")
     from profiler.bandwidth.predict import run_predicted
 
     card = gpu_spec(gpu or DEFAULT_GPU)

@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="count one training step: forward + loss + backward (weight and input gradients)")
         cmd.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
                          help="parameter and activation dtype: bytes moved depend on it (default: float32)")
+        if name == "flops":
+            cmd.add_argument("--compare", choices=("fvcore",),
+                             help="print fvcore's flops per layer beside our MACs, with the reason for each "
+                                  "difference (fvcore runs the real forward: a CPU copy at batch 1)")
         cmd.set_defaults(handler=_cmd_count, what=name)
 
     memory = sub.add_parser(
@@ -169,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="parameter and activation dtype (default: float32; measured runs: float32 only for "
                                 "now)")
     bandwidth.add_argument("--plot", metavar="FILE.png", help="also draw a roofline of the layers to FILE.png")
+    bandwidth.add_argument("--remeasure-peaks", action="store_true",
+                           help="measured runs: calibrate the device's peaks again instead of reusing the ones "
+                                "cached by an earlier run (the output says which it did)")
     bandwidth.set_defaults(handler=_cmd_bandwidth)
 
     report = sub.add_parser(
@@ -197,12 +204,28 @@ def _cmd_gpus(args: argparse.Namespace) -> int:
 
 
 def _cmd_count(args: argparse.Namespace) -> int:
+    if getattr(args, "compare", None):
+        return _cmd_compare(args)
     from profiler.counting import count_configs
     from profiler.format.counts import format_stats
 
     results = count_configs(args.models, args.size, batch=args.batch, channels=args.channels, classes=args.classes,
                             train=args.train, depth=args.depth, dtype=args.dtype, fast_start=True)
     emit(format_stats(results, args.format, what=args.what), args.output)
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from profiler.counting.compare import compare_configs
+    from profiler.format.compare import format_comparison
+
+    extra = [flag for flag, given in (("--train", args.train), ("--depth", args.depth),
+                                      ("--dtype", args.dtype != "float32")) if given]
+    if extra:
+        raise ProfilerError(f"--compare fvcore compares float32 inference per layer: drop {' and '.join(extra)} "
+                            "(fvcore counts a forward only, at full depth)")
+    results = compare_configs(args.models, args.size, batch=args.batch, channels=args.channels, classes=args.classes)
+    emit(format_comparison(results, args.format), args.output)
     return 0
 
 
@@ -239,7 +262,8 @@ def _cmd_bandwidth(args: argparse.Namespace) -> int:
     results = layer_time_configs(args.models, args.size, batch=args.batch, channels=args.channels,
                                  classes=args.classes, train=args.train, optimizer=args.optimizer, dtype=args.dtype,
                                  gpu=args.gpu, gpu_memory=gpu_memory, predict=True if args.predict else None,
-                                 device=args.device, steps=args.steps, warmup=args.warmup, fast_start=True)
+                                 device=args.device, steps=args.steps, warmup=args.warmup,
+                                 remeasure_peaks=args.remeasure_peaks, fast_start=True)
     emit(format_bandwidth(results, args.format), args.output)
     if args.plot:
         from profiler.format.plots import roofline_plot

@@ -111,6 +111,20 @@ class OpClass(StrEnum):
         return self.convolution or self is OpClass.MATMUL
 
 
+class FvcoreReason(StrEnum):
+    """Why fvcore's "flops" differ from our MACs on a row (``flops --compare fvcore``; the words are
+    :data:`profiler.counting.compare.REASONS`)."""
+
+    BATCH_NORM = "batch_norm"
+    NORM = "norm"
+    ADAPTIVE_POOL = "adaptive_avg_pool"
+    UPSAMPLING = "upsampling"
+    GRID_SAMPLER = "grid_sampler"
+    UNHANDLED_OP = "unhandled_op"
+    EINSUM_ROUNDING = "einsum_rounding"
+    UNEXPLAINED = "unexplained"
+
+
 #: Work of the top-level model outside every submodule (its own functional calls).
 ROOT_ROW = "(model)"
 #: Work outside every tracked module.
@@ -123,3 +137,5 @@ OPTIMIZER_ROW = "(optimizer)"
 UNUSED_ROW = "(modules that did not run)"
 #: GPU time or CPU time no layer's range encloses.
 OTHER_ROW = "(other)"
+#: fvcore's counts in modules that have no row of ours (``flops --compare fvcore``).
+FVCORE_ONLY_ROW = "(fvcore only)"

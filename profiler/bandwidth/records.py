@@ -100,7 +100,9 @@ class BandwidthResult:
     ``source`` says which (:class:`~profiler.kinds.Source`); ``model_source`` is where the model comes from. Measured:
     ``step_ms`` is the median step time over ``timed_steps`` steps without profiling (CUDA events on a GPU,
     ``perf_counter`` on the CPU); ``profiled_step_ms`` the same over the ``steps`` profiled steps (ranges, hooks,
-    profiler and NVML sampling on), so ``overhead_percent`` is the profiler's cost. ``attributed_ms`` sums the rows
+    profiler and NVML sampling on), so ``overhead_percent`` is the profiler's cost, and ``step_spread_percent`` how
+    much step times vary (the larger interquartile range of the two sets, in % of ``step_ms``): an overhead within
+    it, negative ones included, is noise (:attr:`overhead_within_noise`). ``attributed_ms`` sums the rows
     (``(other)`` included) per profiled step; on a GPU ``busy_ms`` is the union of the kernel intervals per
     profiled step (the time some kernel ran; overlapping kernels count once) and ``idle_ms`` the rest of the mean
     profiled step, when no kernel ran (launch gaps, hooks). Predicted (:mod:`profiler.bandwidth.predict`, no device
@@ -147,6 +149,14 @@ class BandwidthResult:
     bound: str | None = None                    # profiler.kinds.Bound of the step (predicted)
     host_ms: float | None = None
     assumptions: dict[str, Any] | None = None
+    step_spread_percent: float | None = None    # measured runs with at least 2 timed and 2 profiled steps
+
+    @property
+    def overhead_within_noise(self) -> bool:
+        """Whether the profiler's overhead is smaller than the variation between steps (then its sign means
+        nothing)."""
+        return (self.overhead_percent is not None and self.step_spread_percent is not None
+                and abs(self.overhead_percent) <= self.step_spread_percent)
 
     @property
     def predicted(self) -> bool:

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from profiler.bandwidth.peaks import device_peaks
+from profiler.bandwidth.peaks import beyond_roof_notes, device_peaks
 from profiler.bandwidth.records import CATEGORIES, BandwidthResult, DevicePeaks, LayerTiming
 from profiler.bandwidth.timing import (
     STEP_RANGE,
@@ -42,7 +42,7 @@ from profiler.bandwidth.timing import (
 )
 from profiler.catalogue import datasheet_for, gpu_for_device
 from profiler.counting import ModelStats, count_model
-from profiler.device import cpu_threads, resolve_device
+from profiler.device import cpu_threads, quiet_torch_profiler, resolve_device
 from profiler.device import provenance as device_provenance
 from profiler.device.nvml import NvmlSampler, NvmlSummary
 from profiler.errors import EXIT_OUT_OF_MEMORY, ProfilerError
@@ -65,23 +65,22 @@ GPU_BASIS = ("CUDA kernel time (torch.profiler, CUPTI): each kernel charged to t
 def run_bandwidth(names: Sequence[str], sizes: Sequence[int] | None, batch: int = 128, channels: int | None = None,
                   classes: int | None = None, train: bool = False, steps: int = 20, warmup: int = 5,
                   device: str | None = None, peaks_path: Path | None = None,
-                  min_profiled_s: float = 0.0, optimizer: str = "sgd", dtype: str = "float32"
-                  ) -> list[BandwidthResult]:
+                  min_profiled_s: float = 0.0, optimizer: str = "sgd", dtype: str = "float32",
+                  remeasure_peaks: bool = False) -> list[BandwidthResult]:
     """Profile every (model, size) pair (sizes default to each model's own) on ``device`` (see the module
     docstring). Device peaks come from the cache at ``peaks_path`` (default: :func:`~profiler.bandwidth.peaks.
-    cache_file`) or are measured first. ``min_profiled_s`` stretches the profiled phase to at least that long (up
-    to ten times ``steps``) so that NVML's samples cover enough time. ``optimizer`` and ``dtype`` shape the step
-    (:mod:`profiler.step`)."""
+    cache_file`) or are measured first (always, with ``remeasure_peaks``). ``min_profiled_s`` stretches the
+    profiled phase to at least that long (up to ten times ``steps``) so that NVML's samples cover enough time.
+    ``optimizer`` and ``dtype`` shape the step (:mod:`profiler.step`)."""
     where = resolve_device(device, "time")
     specs = [resolve(name) for name in names]
     if where == "cpu":
         sys.stderr.write(f"profiler: timing on the CPU ({cpu_threads()}): CPU figures only, no "
                          f"GPU figure; {warmup} + 2 × {steps} steps at batch {batch} (lower --batch or --steps if "
                          "this is slow)\n")
-    os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # kineto's start/stop chatter on stderr; our errors are our own
     dev = torch.device("cuda", torch.cuda.current_device()) if where == "cuda" else torch.device("cpu")
     provenance = device_provenance(dev, detailed=True)
-    peaks, peaks_source = device_peaks(dev, provenance["device"], provenance, peaks_path)
+    peaks, peaks_source = device_peaks(dev, provenance["device"], provenance, peaks_path, remeasure_peaks)
     return [profile_config(spec, size, batch, channels, classes, train, steps, warmup, dev, peaks, peaks_source,
                            provenance, min_profiled_s, optimizer=optimizer, dtype=dtype)
             for spec in specs for size in sizes or [spec.default_size]]
@@ -221,6 +220,19 @@ def _time_steps(step: Callable[[], None], device: torch.device, steps: int, min_
     return [(end - begin) * 1e3 for begin, end in marks]
 
 
+def step_spread_percent(*step_times_ms: list[float]) -> float | None:
+    """How much step times vary, in % of the median of the first list: the larger interquartile range (inclusive
+    quartiles) of the lists given (None when one has fewer than 2 steps). A profiler overhead smaller than this
+    cannot be told apart from the variation between steps."""
+    if any(len(times) < 2 for times in step_times_ms):
+        return None
+    ranges = []
+    for times in step_times_ms:
+        first, _, third = statistics.quantiles(times, n=4, method="inclusive")
+        ranges.append(third - first)
+    return 100 * max(ranges) / statistics.median(step_times_ms[0])
+
+
 @dataclass
 class _Measured:
     step_ms: list[float]
@@ -234,6 +246,7 @@ def _measure(meta: nn.Module, shape: tuple[int, ...], num_classes: int, config: 
              device: torch.device, min_profiled_s: float) -> _Measured:
     from torch.profiler import ProfilerActivity, profile, record_function
 
+    quiet_torch_profiler()
     step = _real_step(meta, shape, num_classes, config, device)
     for _ in range(warmup):
         step.run()
@@ -281,6 +294,7 @@ def _result(stats: ModelStats, measured: _Measured, steps: int, warmup: int, dev
                      "the static counts cover forward, loss and backward, not the update")
     if profiled_steps != steps:
         notes.append(f"profiled {profiled_steps} steps (not {steps}) so that the sampled window lasts long enough")
+    notes += beyond_roof_notes(rows, cuda)
     card = gpu_for_device(provenance["device"]) if cuda else None
     return BandwidthResult(
         model=stats.model, source=Source.MEASURED, model_source=stats.model_source,
@@ -290,6 +304,7 @@ def _result(stats: ModelStats, measured: _Measured, steps: int, warmup: int, dev
         steps=profiled_steps, step_ms=step_ms,
         profiled_step_ms=profiled_step_ms, profiled_mean_step_ms=mean_profiled,
         overhead_percent=100 * (profiled_step_ms / step_ms - 1) if step_ms else 0.0,
+        step_spread_percent=step_spread_percent(measured.step_ms, measured.profiled_ms),
         attributed_ms=attributed, idle_ms=idle, flops=totals.flops, bytes=totals.bytes,
         step_flops_per_s=rate_per_s(totals.flops, step_ms), step_bytes_per_s=rate_per_s(totals.bytes, step_ms),
         layers=rows,

@@ -111,15 +111,15 @@ def _peaks_line(result: BandwidthResult) -> list[str]:
     if result.predicted:
         return _model_lines(result)
     if result.device_kind != DeviceKind.CUDA:
-        return [f"CPU peaks ({result.peaks_source}): copy {_tera(p.copy_bytes_per_s, 'B/s')} (read + write), "
-                f"FP32 matmul {_tera(p.fp32_flops_per_s, 'FLOP/s')}; ridge point {p.fp32_ridge:.1f} FLOP/B — "
-                f"{p.method}"]
+        return [f"CPU peaks (measured): copy {_tera(p.copy_bytes_per_s, 'B/s')} (read + write), FP32 "
+                f"{_tera(p.fp32_flops_per_s, 'FLOP/s')} (the best of convolutions and matmuls); ridge point "
+                f"{p.fp32_ridge:.1f} FLOP/B — {p.method}"]
 
     def beside(measured: float | None, published: float | None, unit: str) -> str:
         text = _tera(measured, unit)
         return f"{text} (datasheet {_tera(published, unit)})" if published else text
 
-    lines = [f"peaks of this GPU ({result.peaks_source}): copy "
+    lines = ["peaks of this GPU (measured): copy "
              f"{beside(p.copy_bytes_per_s, sheet and sheet.bytes_per_s, 'B/s')} read + write · FP32 matmul "
              f"{beside(p.fp32_flops_per_s, sheet and sheet.fp32_flops_per_s, 'FLOP/s')} · TF32 matmul "
              f"{beside(p.tf32_flops_per_s, sheet and sheet.tf32_flops_per_s, 'FLOP/s')} · convolution (cuDNN) "
@@ -153,6 +153,25 @@ def _nvml_lines(result: BandwidthResult) -> list[str]:
     return [head + " · ".join(_metric(k, m) for k, m in nvml.metrics.items()), *nvml.notes]
 
 
+def _overhead(result: BandwidthResult) -> str:
+    """The profiler's overhead in words: a cost, within noise, or negative beyond noise (the load changed)."""
+    overhead = f"profiler overhead {result.overhead_percent:+.1f} %"
+    if result.step_spread_percent is None:
+        return f"{overhead} (too few steps to tell it from noise: raise --steps)"
+    spread = f"the step times' spread ({result.step_spread_percent:.1f} %, interquartile range)"
+    if result.overhead_within_noise:
+        return f"{overhead}, within noise: smaller than {spread}"
+    if result.overhead_percent < 0:
+        return (f"{overhead}: the profiled steps ran faster than the unprofiled ones by more than {spread}; the "
+                "machine's load or clock changed during the run: run again on a quiet machine")
+    return f"{overhead}, beyond {spread}"
+
+
+def _source_line(result: BandwidthResult) -> list[str]:
+    """Where a measured run's device peaks came from (measured now, or reused from the cache), under the headline."""
+    return [] if result.predicted else [f"device peaks {result.peaks_source}"]
+
+
 def _timing_lines(result: BandwidthResult) -> list[str]:
     """The step time and what the rows add up to."""
     cuda = result.device_kind == DeviceKind.CUDA
@@ -163,7 +182,7 @@ def _timing_lines(result: BandwidthResult) -> list[str]:
     timer = "CUDA events" if cuda else "perf_counter"
     lines = [f"step time {result.step_ms:.3f} ms (median of {result.timed_steps}, {timer}, no profiler) · "
              f"{result.profiled_step_ms:.3f} ms profiled (layer ranges + torch.profiler"
-             f"{' + NVML sampling' if cuda else ''}): profiler overhead {result.overhead_percent:+.1f} %"]
+             f"{' + NVML sampling' if cuda else ''}): {_overhead(result)}"]
     other = next((r.ms_per_step for r in result.layers if r.name == OTHER_ROW), 0.0)
     if cuda:
         lines.append(f"kernel time {result.attributed_ms:.3f} ms per profiled step ((other): {other:.3f} ms of "
@@ -240,7 +259,11 @@ def format_bandwidth(results: Sequence[BandwidthResult], fmt: str) -> str:
         footer = _footer(result)
         if fmt == "markdown":
             footer = [f"- {line}" for line in footer]
-        blocks.append("\n".join([heading, "", _layer_table(result, fmt), "", *footer]))
+        source = _source_line(result)
+        if fmt == "markdown":
+            source = [f"_{line}_" for line in source]
+        blocks.append("\n".join([heading, *(["", *source] if fmt == "markdown" else source), "",
+                                 _layer_table(result, fmt), "", *footer]))
     if len(results) > 1:
         heading = "### Summary" if fmt == "markdown" else "Summary"
         blocks.append(f"{heading}\n\n{_summary(results, fmt)}")

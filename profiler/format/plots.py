@@ -4,7 +4,8 @@ no pyplot state), so the CLI starts fast and works without a display.
 A roofline puts each layer at (counted FLOPs ÷ counted bytes, counted FLOPs ÷ measured time) on log-log axes, under
 the device's measured roofs: the copy bandwidth (a slope) and the compute peaks (flat). On a GPU the FP32 roof is the
 matmul with TF32 off and the TF32 roof the faster of the TF32 matmul and the convolution; datasheet roofs are drawn
-dashed beside them. On the CPU the roofs are the CPU's own measured copy and matmul rates, labelled CPU. A predicted
+dashed beside them. On the CPU the roofs are the CPU's own measured copy rate and the best of its convolution and
+matmul rates, labelled CPU. A predicted
 result (no GPU ran) is drawn at its predicted kernel times under the datasheet roofs the time model used.
 """
 
@@ -56,7 +57,8 @@ def _roofs(result: BandwidthResult) -> list[tuple[str, str, float, float, str, s
     p, sheet, cpu = result.peaks, result.datasheet, result.device_kind != DeviceKind.CUDA
     where = "CPU, measured" if cpu else "measured"
     fp32 = _si(p.fp32_flops_per_s, "FLOP/s")
-    roofs = [(f"FP32 matmul {fp32} ({where})", f"FP32 {fp32}", p.fp32_flops_per_s, p.copy_bytes_per_s, "-",
+    kernel = "best of conv and matmul" if cpu else "matmul"
+    roofs = [(f"FP32 {kernel} {fp32} ({where})", f"FP32 {fp32}", p.fp32_flops_per_s, p.copy_bytes_per_s, "-",
               "black", True)]
     if p.tensor_core_flops_per_s is not None:
         tf32 = _si(p.tensor_core_flops_per_s, "FLOP/s")
@@ -117,11 +119,11 @@ def _draw(ax: Any, result: BandwidthResult) -> list[tuple[Any, float, float]]:
     device = f"{result.device_name} (CPU; CPU roofs)" if cpu else result.device_name
     where = "predicted for" if result.predicted else "measured on"
     ax.set_title(f"Roofline per layer · {result.model} · input {shape_str(result.input_shape)} · {mode} · {where} "
-                 f"{device}", fontsize=10)
+                 f"{device}", fontsize=10, wrap=True)
     skipped = len(result.layers) - len(layers)
-    ax.text(0.99, 0.01, f"{len(layers)} layers drawn (area ∝ share of time); {skipped} rows without counted FLOPs, "
-                        "bytes or a time are not", transform=ax.transAxes, ha="right", va="bottom",
-            fontsize=7, color="gray")
+    ax.text(0.99, 0.01, f"{len(layers)} layers drawn (area ∝ share of time); {skipped} rows not drawn (no counted "
+                        "FLOPs, bytes or time)", transform=ax.transAxes, ha="right", va="bottom", fontsize=7,
+            color="gray")
     ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
     ax.legend(loc="upper left", fontsize=7, framealpha=0.9)
     return slopes
@@ -150,14 +152,18 @@ def _finish(ax: Any, result: BandwidthResult, slopes: list[tuple[Any, float, flo
                     arrowprops={"arrowstyle": "-", "color": "gray", "linewidth": 0.5} if abs(dy) > 10 else None)
 
 
-def roofline_plot(results: Sequence[BandwidthResult], path: str | os.PathLike, columns: int = 1,
-                  note: str | None = None) -> None:
-    """Draw one roofline per result, ``columns`` to a row in the results' order, into the PNG ``path`` (replaced
-    atomically); ``note`` (say, how to regenerate the file) is written under the plots."""
+#: Pixels per inch of the saved PNG (the figure is laid out at the same resolution it is saved at).
+DPI = 120
+
+
+def roofline_figure(results: Sequence[BandwidthResult], columns: int = 1, note: str | None = None) -> Any:
+    """The matplotlib Figure of :func:`roofline_plot`, laid out and labelled (every text inside the figure)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     rows = -(-len(results) // columns)
-    figure = Figure(figsize=(10 * columns, 6.5 * rows), layout="constrained")
+    figure = Figure(figsize=(10 * columns, 6.5 * rows), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax in axes[len(results):]:
         ax.set_axis_off()
@@ -170,11 +176,18 @@ def roofline_plot(results: Sequence[BandwidthResult], path: str | os.PathLike, c
                     transform=ax.transAxes)
             ax.set_axis_off()
     if note:
-        figure.supxlabel(note, fontsize=8, color="gray")
+        figure.supxlabel(note, fontsize=8, color="gray", wrap=True)
     figure.draw_without_rendering()
     for ax, result, slopes in pending:
         _finish(ax, result, slopes)
     figure.set_layout_engine("none")  # keep the layout the labels were placed for
+    return figure
+
+
+def roofline_plot(results: Sequence[BandwidthResult], path: str | os.PathLike, columns: int = 1,
+                  note: str | None = None) -> None:
+    """Draw one roofline per result, ``columns`` to a row in the results' order, into the PNG ``path`` (replaced
+    atomically); ``note`` (say, how to regenerate the file) is written under the plots."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
+    roofline_figure(results, columns, note).savefig(buffer, format="png", dpi=DPI)
     write_atomic(path, buffer.getvalue())

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from profiler.device import DeviceKind, nvml_used_bytes, provenance
+from profiler.device import DeviceKind, nvml_used_bytes, provenance, quiet_torch_profiler
 from profiler.errors import EXIT_OUT_OF_MEMORY, ProfilerError
 from profiler.kinds import Phase, Source
 from profiler.memory.allocator import round_size
@@ -166,6 +166,7 @@ def measure_cpu(name: str | ModelSpec, size: int, batch: int, channels: int | No
     from torch.profiler import ProfilerActivity, profile
     from torch.profiler._memory_profiler import Action
 
+    quiet_torch_profiler()
     device = torch.device("cpu")
     config = StepConfig.make(train, optimizer, dtype, checkpoint)
     step = _real_step(name, size, batch, channels, classes, config, device)
