@@ -91,15 +91,20 @@ def _model_lines(result: BandwidthResult) -> list[str]:
             classes.append(f"{op_class} {100 * roof['compute_efficiency']:.0f} % of {roof['compute_roof']} "
                            f"{_tera(roof['compute_flops_per_s'], 'FLOP/s')}")
         else:
-            classes.append(f"{op_class} {100 * roof['bandwidth_efficiency']:.0f} % of the bandwidth")
+            classes.append(f"{op_class} {100 * roof['bandwidth_efficiency']:.0f} % of the streaming bandwidth")
     stream = next((r["bandwidth_efficiency"] for r in a.get("roofs", {}).values() if r["compute_roof"]), None)
     fitted = [f for f in a.get("fitted_on", []) if f.startswith("reports/")]
     errors = a.get("fit_errors", {})
-    return [f"roofs: datasheet of {result.device_name}, DRAM {_tera(a.get('bandwidth_bytes_per_s'), 'B/s')}; "
+    return [f"roofs: datasheet of {result.device_name}, DRAM {_tera(a.get('bandwidth_bytes_per_s'), 'B/s')} "
+            f"streamed at {_tera(a.get('streaming_bandwidth_bytes_per_s'), 'B/s')} (a copy's measured share); "
             f"efficiency per op class: {' · '.join(classes)}"
-            + (f" (their bytes at {100 * stream:.0f} % of the bandwidth)" if stream is not None else ""),
-            f"per kernel a floor of {a.get('kernel_floor_us', 0):.2f} µs; host {a.get('host_forward_call_us', 0):.1f} "
-            f"µs per forward op call, {a.get('host_backward_call_us', 0):.1f} µs per backward op call "
+            + (f" (their bytes at {100 * stream:.0f} % of the streaming bandwidth)" if stream is not None else "")
+            + f"; GEMM output tiles {'×'.join(map(str, a.get('gemm_tile', [])))} in waves over {a.get('sm_count')} SMs"
+            + ("; cuDNN layout transforms to channels-last" if a.get("layout_transforms") else ""),
+            f"per kernel a floor of {a.get('kernel_floor_us', 0):.2f} µs; host "
+            f"{a.get('host_inference_call_us', 0):.1f} µs per unrecorded op call (inference, optimizer), "
+            f"{a.get('host_forward_call_us', 0):.1f} µs per training forward op call, "
+            f"{a.get('host_backward_call_us', 0):.1f} µs per backward op call "
             f"({a.get('host_calls')} calls, {a.get('kernels')} kernels); {a.get('host', '')}",
             f"coefficients fitted on {', '.join(fitted) or 'nothing'} ({a.get('fitted')}); leave-one-model-out step "
             f"error {errors.get('lomo_mean_percent', '?')} % mean, {errors.get('lomo_max_percent', '?')} % worst; "
