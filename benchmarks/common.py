@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -176,6 +177,13 @@ def milliseconds(seconds: float) -> str:
     """Seconds shown as milliseconds: one decimal below 100 ms, whole milliseconds (with separators) above."""
     ms = seconds * 1e3
     return f"{ms:.1f}" if ms < 100 else f"{ms:,.0f}"
+
+
+def run_command(argv: list[str], cwd: Path) -> None:
+    """Run one command to completion, output discarded; a failing command stops the benchmark with its stderr."""
+    done = subprocess.run(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()}")
 
 
 # --- output --------------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 The 12 configurations of issue 3 (the six chapter-7 families at 96 and 224; 1 channel, 10 classes) at batch 1 and 128.
 
-* Our time is the whole job as :func:`profiler.runner.count_configs` does it: build the model on the meta device
+* Our time is the whole job as :func:`profiler.counting.count_configs` does it: build the model on the meta device
   (sizing its lazy layers) and count on meta tensors.
 * Each peer gets its model already built and its input already made, so its time is only its own analysis:
   fvcore (JIT trace), torchinfo and thop (module hooks) and calflops (hooks and patched functionals) run a real CPU
@@ -37,12 +37,11 @@ from benchmarks.common import (
     ratio,
     text_table,
 )
-from profiler.counting import ModelStats
+from profiler.counting import ModelStats, count_configs
 from profiler.kinds import ROOT_ROW
 from profiler.models import build, resolve
 from profiler.models.loading import to_device
 from profiler.models.zoo import CHAPTER7
-from profiler.runner import count_configs
 
 SIZES = (96, 224)
 CONFIGS = tuple((name, size) for name in CHAPTER7 for size in SIZES)
@@ -336,7 +335,7 @@ def _method(peers: list[Peer], missing: dict[str, str]) -> str:
         "turns on each configuration, after one untimed warm-up call each.",
         "",
         markdown_table(("tool", "runs on", "what is timed"), [
-            (OURS, "meta tensors", "`count_configs([name], [size], batch)` (profiler.runner): build the model on "
+            (OURS, "meta tensors", "`count_configs([name], [size], batch)` (profiler.counting): build the model on "
                                    "meta, size its lazy layers, count"),
             *((_versioned(peer), "real CPU forward, real weights" if peer.device == "cpu" else "meta tensors",
                peer.api) for peer in peers)]),

@@ -67,10 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         peaks_json,
     )
     from profiler.bandwidth.runner import profile_config
+    from profiler.catalogue import datasheet_for
     from profiler.device import provenance as device_provenance
-    from profiler.format.bandwidth import bandwidth_json
     from profiler.format.plots import roofline_plot
-    from profiler.gpus import datasheet_for
     from profiler.models import resolve
 
     out = Path(args.out)
@@ -108,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{config}: FAILED {type(err).__name__}: {err}", flush=True)
                     continue
                 results.append(result)
-                runs.append(bandwidth_json(result))
+                runs.append(result.to_dict())
                 slowest = max(result.layers, key=lambda r: r.ms_per_step)
                 idle = f" + GPU idle {result.idle_ms:.3f} ms" if result.idle_ms is not None else ""
                 print(f"{spec.name} {size} {'train' if train else 'infer'}: step {result.step_ms:.3f} ms, profiled "

@@ -35,8 +35,8 @@ from typing import Any
 import torch
 
 from benchmarks.common import write_json
+from profiler.catalogue import gpu_for_device
 from profiler.errors import ProfilerError
-from profiler.gpus import gpu_for_device
 from profiler.memory.runner import predict_config
 from profiler.memory.trace import ConvCall, trace_step
 from profiler.models import build, resolve
@@ -143,12 +143,12 @@ def provenance() -> dict[str, Any]:
 
 
 def gpu_key(device_name: str) -> str:
-    """The catalogue key of this card (``profiler.gpus.gpu_for_device``: "h200" for an H200), the --gpu that
+    """The catalogue key of this card (``profiler.catalogue.gpu_for_device``: "h200" for an H200), the --gpu that
     predictions for it use; a user error for a card the catalogue lacks (nothing to predict for)."""
     spec = gpu_for_device(device_name)
     if spec is None:
-        raise ProfilerError(f"{device_name} is not in the GPU catalogue (profiler/gpus.py): add it there first, so "
-                            "that predictions for it can be compared with the measurements")
+        raise ProfilerError(f"{device_name} is not in the GPU catalogue (profiler/catalogue.py): add it there first, "
+                            "so that predictions for it can be compared with the measurements")
     return spec.key
 
 

@@ -20,7 +20,7 @@ valuable first, each result written as it finishes (one JSON line of ``DIR/resul
    ``benchmarks/gpu_memory.configs`` (other batches, optimizers, bf16, checkpointing, the chapter's variants);
 5. assembly, from the lines of every session: ``gpu_memory_<gpu>.json`` (≥ 40 configurations, with provenance),
    ``conv_workspaces_<gpu>.json`` and ``gpu_bandwidth_<gpu>.json`` in ``DIR`` (``<gpu>``: the catalogue key,
-   ``profiler.gpus.gpu_for_device``); then issue 10's checks (``benchmarks/gpu_checks.py``) and
+   ``profiler.catalogue.gpu_for_device``); then issue 10's checks (``benchmarks/gpu_checks.py``) and
    ``pytest tests/test_gpu_results.py`` on those files;
 6. pack: ``gpu_run_<gpu>.tar.gz`` (the three files, ``results.jsonl``, ``run.log``, ``summary.txt``) and
    ``gpu_run_<gpu>_summary.txt`` into ``--pack`` (default ``DIR``): two files, within what a device session brings
@@ -204,8 +204,8 @@ class Session:
 
     def memory_job(self, config: dict[str, Any]) -> PoolJob:
         from benchmarks.gpu_memory import compare
+        from profiler.catalogue import DEVICE_OVERHEAD_BYTES
         from profiler.errors import ProfilerError
-        from profiler.gpus import DEVICE_OVERHEAD_BYTES
         from profiler.memory.measure import measure_in_subprocess
         from profiler.memory.runner import predict_config
 
@@ -496,9 +496,9 @@ def versions(dry_run: bool) -> tuple[dict[str, Any], str, int]:
     concurrent measurements may reserve in all."""
     import torch
 
+    from profiler.catalogue import gpu_for_device
     from profiler.device import provenance
     from profiler.errors import ProfilerError
-    from profiler.gpus import gpu_for_device
 
     if dry_run:
         prov = provenance(torch.device("cpu"), detailed=True)
@@ -510,8 +510,8 @@ def versions(dry_run: bool) -> tuple[dict[str, Any], str, int]:
     prov = provenance(torch.device("cuda", torch.cuda.current_device()), detailed=True)
     spec = gpu_for_device(prov["device"])
     if spec is None:
-        raise ProfilerError(f"{prov['device']} is not in the GPU catalogue (profiler/gpus.py): add it there first, "
-                            "so that predictions for it can be compared with the measurements")
+        raise ProfilerError(f"{prov['device']} is not in the GPU catalogue (profiler/catalogue.py): add it there "
+                            "first, so that predictions for it can be compared with the measurements")
     return {**prov, "python": platform.python_version()}, spec.key, int(MEMORY_SHARE * prov["total_memory"])
 
 

@@ -56,9 +56,8 @@ def bandwidth_worker(spec: dict[str, Any]) -> int:
 
     from profiler.bandwidth.peaks import measure_cpu_peaks, measure_cuda_peaks, peaks_from_json, peaks_json
     from profiler.bandwidth.runner import profile_config
+    from profiler.catalogue import datasheet_for
     from profiler.device import provenance as device_provenance
-    from profiler.format.bandwidth import bandwidth_json
-    from profiler.gpus import datasheet_for
     from profiler.models import resolve
 
     os.environ.setdefault("KINETO_LOG_LEVEL", "6")
@@ -92,8 +91,8 @@ def bandwidth_worker(spec: dict[str, Any]) -> int:
         except Exception as err:  # record it and go on with the other configurations
             emit(_failed(key, "bandwidth", err, started))
             continue
-        _, non_finite = without_non_finite(asdict(result))  # bandwidth_json writes them as null without a word
-        line = {"key": key, "kind": "bandwidth", "status": OK, "run": bandwidth_json(result),
+        _, non_finite = without_non_finite(asdict(result))  # to_dict writes them as null without a word
+        line = {"key": key, "kind": "bandwidth", "status": OK, "run": result.to_dict(),
                 "seconds": round(time.monotonic() - started, 2)}
         if non_finite:
             line["non_finite"] = non_finite

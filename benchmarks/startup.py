@@ -7,11 +7,10 @@ Issue 3's target: the CLI call at batch 128 finishes within 1.5× of the bare im
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.common import Section, interleaved, markdown_table, progress, ratio, text_table
+from benchmarks.common import Section, interleaved, markdown_table, progress, ratio, run_command, text_table
 from profiler.models.zoo import CHAPTER7
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,17 +31,11 @@ COMMANDS: dict[str, list[str]] = {
 }
 
 
-def _call(argv: list[str]) -> None:
-    """Run one command to completion; a failing command stops the benchmark with its stderr."""
-    done = subprocess.run(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()}")
-
 
 def run() -> Section:
     """Time the three commands (one untimed warm-up each: page cache, bytecode), then ``REPEATS`` interleaved rounds;
     the verdict compares the medians."""
-    tasks = {label: (lambda argv=argv: _call(argv)) for label, argv in COMMANDS.items()}
+    tasks = {label: (lambda argv=argv: run_command(argv, ROOT)) for label, argv in COMMANDS.items()}
     for label, task in tasks.items():
         progress(f"startup: warm-up {label}")
         task()

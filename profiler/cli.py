@@ -7,9 +7,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from profiler.catalogue import DEFAULT_GPU, GPUS
 from profiler.errors import EXIT_USAGE, ProfilerError
 from profiler.format.output import FORMATS, emit
-from profiler.gpus import DEFAULT_GPU, GPUS
+from profiler.kinds import Source
 from profiler.models import MAX_SIZE
 from profiler.step import DTYPES
 from profiler.util.files import check_writable, check_writable_folder
@@ -93,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output(models)
     models.set_defaults(handler=_cmd_models)
 
+    gpus = sub.add_parser("gpus", help="list the GPUs predictions can target (--gpu)",
+                          description="The catalogue of GPUs: memory, bandwidth, compute roofs, compute capability, "
+                                      "the cuBLAS workspace PyTorch gives each handle, and the source of every figure.")
+    _add_output(gpus)
+    gpus.set_defaults(handler=_cmd_gpus)
+
     for name, what in (("params", "parameters per layer"), ("flops", "MACs, FLOPs, other ops and bytes per layer")):
         cmd = sub.add_parser(name, help=f"{what} (on meta tensors: no real compute)",
                              description=f"Count {what}, on meta tensors (no real compute: batch size is free).",
@@ -105,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="count one training step: forward + loss + backward (weight and input gradients)")
         cmd.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
                          help="parameter and activation dtype: bytes moved depend on it (default: float32)")
+        if name == "flops":
+            cmd.add_argument("--compare", choices=("fvcore",),
+                             help="print fvcore's flops per layer beside our MACs, with the reason for each "
+                                  "difference (fvcore runs the real forward: a CPU copy at batch 1)")
         cmd.set_defaults(handler=_cmd_count, what=name)
 
     memory = sub.add_parser(
@@ -162,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="parameter and activation dtype (default: float32; measured runs: float32 only for "
                                 "now)")
     bandwidth.add_argument("--plot", metavar="FILE.png", help="also draw a roofline of the layers to FILE.png")
+    bandwidth.add_argument("--remeasure-peaks", action="store_true",
+                           help="measured runs: calibrate the device's peaks again instead of reusing the ones "
+                                "cached by an earlier run (the output says which it did)")
     bandwidth.set_defaults(handler=_cmd_bandwidth)
 
     report = sub.add_parser(
@@ -175,15 +189,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from profiler.format.zoo import format_zoo
-    from profiler.runner import zoo_listing
+    from profiler.models.zoo import zoo_listing
 
     emit(format_zoo(zoo_listing(), args.format), args.output)
     return 0
 
 
+def _cmd_gpus(args: argparse.Namespace) -> int:
+    from profiler.api import gpus
+    from profiler.format.gpus import format_gpus
+
+    emit(format_gpus(gpus(), args.format), args.output)
+    return 0
+
+
 def _cmd_count(args: argparse.Namespace) -> int:
+    if getattr(args, "compare", None):
+        return _cmd_compare(args)
+    from profiler.counting import count_configs
     from profiler.format.counts import format_stats
-    from profiler.runner import count_configs
 
     results = count_configs(args.models, args.size, batch=args.batch, channels=args.channels, classes=args.classes,
                             train=args.train, depth=args.depth, dtype=args.dtype, fast_start=True)
@@ -191,28 +215,70 @@ def _cmd_count(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_memory(args: argparse.Namespace) -> int:
-    from profiler.format.memory import format_memory
-    from profiler.memory.runner import run_memory
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from profiler.counting.compare import compare_configs
+    from profiler.format.compare import format_comparison
 
-    results = run_memory(args)
+    extra = [flag for flag, given in (("--train", args.train), ("--depth", args.depth),
+                                      ("--dtype", args.dtype != "float32")) if given]
+    if extra:
+        raise ProfilerError(f"--compare fvcore compares float32 inference per layer: drop {' and '.join(extra)} "
+                            "(fvcore counts a forward only, at full depth)")
+    results = compare_configs(args.models, args.size, batch=args.batch, channels=args.channels, classes=args.classes)
+    emit(format_comparison(results, args.format), args.output)
+    return 0
+
+
+def _cmd_memory(args: argparse.Namespace) -> int:
+    from profiler.catalogue import parse_bytes
+    from profiler.format.memory import format_memory
+    from profiler.memory.runner import peak_memory_configs
+
+    _needs_train(args, "--optimizer", args.optimizer != "sgd")
+    _needs_train(args, "--checkpoint", args.checkpoint)
+    gpu_memory = parse_bytes(args.gpu_memory) if args.gpu_memory else None  # malformed: exit 2 before any work
+    measure = True if args.measure else False if args.predict else None
+    results = peak_memory_configs(args.models, args.size, batch=args.batch, channels=args.channels,
+                                  classes=args.classes, train=args.train, optimizer=args.optimizer, dtype=args.dtype,
+                                  checkpoint=args.checkpoint, gpu=args.gpu, gpu_memory=gpu_memory, measure=measure,
+                                  device=args.device, max_batch=args.max_batch, trace=args.trace)
     emit(format_memory(results, args.format), args.output)
+    predicted = [r for r in results if r.source == Source.PREDICTED]
+    if predicted:  # said once it succeeded, so that a user error stays the only line on stderr
+        reason = "predicted" if args.predict else "no CUDA device: predicted"
+        sys.stderr.write(f"profiler: {reason} peak memory for {predicted[0].device} (nothing ran on a GPU)\n")
     return 0
 
 
 def _cmd_bandwidth(args: argparse.Namespace) -> int:
+    from profiler.api import layer_time_configs
+    from profiler.catalogue import parse_bytes
     from profiler.format.bandwidth import format_bandwidth
-    from profiler.runner import bandwidth_results
 
+    _needs_train(args, "--optimizer", args.optimizer != "sgd")
     if args.plot:
         check_writable(args.plot, "--plot")
-    results = bandwidth_results(args)
+    gpu_memory = parse_bytes(args.gpu_memory) if args.gpu_memory else None
+    results = layer_time_configs(args.models, args.size, batch=args.batch, channels=args.channels,
+                                 classes=args.classes, train=args.train, optimizer=args.optimizer, dtype=args.dtype,
+                                 gpu=args.gpu, gpu_memory=gpu_memory, predict=True if args.predict else None,
+                                 device=args.device, steps=args.steps, warmup=args.warmup,
+                                 remeasure_peaks=args.remeasure_peaks, fast_start=True)
     emit(format_bandwidth(results, args.format), args.output)
     if args.plot:
         from profiler.format.plots import roofline_plot
 
         roofline_plot(results, args.plot)
+    if not args.predict and results and results[0].source == Source.PREDICTED:
+        sys.stderr.write(f"profiler: no CUDA device here: predicted for {results[0].device_name} (--gpu; nothing ran "
+                         "on a GPU); --device cpu measures the CPU instead\n")
     return 0
+
+
+def _needs_train(args: argparse.Namespace, flag: str, given: bool) -> None:
+    """A flag about the training step does nothing without --train: a usage error, not silence."""
+    if given and not args.train:
+        raise ProfilerError(f"{flag} applies to a training step: add --train, or leave {flag} out")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from enum import Enum
 
+#: The version of every JSON object's shape and meaning (CHANGELOG.md says what each version changed).
+SCHEMA_VERSION = 2
+
 
 class StrEnum(str, Enum):
     """An enum whose members are their string values: ``f"{Mode.TRAIN}"`` and ``json.dumps`` give ``train``."""
@@ -98,13 +101,28 @@ class OpClass(StrEnum):
 
     @property
     def convolution(self) -> bool:
-        """Whether cuDNN runs it (the TF32 choice of :meth:`profiler.gpus.GpuSpec.roof` differs for convolutions)."""
+        """Whether cuDNN runs it (the TF32 choice of :meth:`profiler.catalogue.GpuSpec.roof` differs for
+        convolutions)."""
         return self in (OpClass.CONV_FORWARD, OpClass.CONV_INPUT_GRAD, OpClass.CONV_WEIGHT_GRAD)
 
     @property
     def on_compute_roof(self) -> bool:
         """Convolutions and matrix products: their FLOPs meet a compute roof; the others only move bytes."""
         return self.convolution or self is OpClass.MATMUL
+
+
+class FvcoreReason(StrEnum):
+    """Why fvcore's "flops" differ from our MACs on a row (``flops --compare fvcore``; the words are
+    :data:`profiler.counting.compare.REASONS`)."""
+
+    BATCH_NORM = "batch_norm"
+    NORM = "norm"
+    ADAPTIVE_POOL = "adaptive_avg_pool"
+    UPSAMPLING = "upsampling"
+    GRID_SAMPLER = "grid_sampler"
+    UNHANDLED_OP = "unhandled_op"
+    EINSUM_ROUNDING = "einsum_rounding"
+    UNEXPLAINED = "unexplained"
 
 
 #: Work of the top-level model outside every submodule (its own functional calls).
@@ -121,3 +139,5 @@ UNUSED_ROW = "(modules that did not run)"
 OTHER_ROW = "(other)"
 #: The part of a step the GPU spends idle, waiting for the host to launch kernels (step time − kernel time).
 HOST_WAIT_ROW = "(GPU waiting for the host)"
+#: fvcore's counts in modules that have no row of ours (``flops --compare fvcore``).
+FVCORE_ONLY_ROW = "(fvcore only)"

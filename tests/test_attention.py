@@ -12,8 +12,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from profiler.catalogue import GPUS
 from profiler.errors import ProfilerError
-from profiler.gpus import GPUS
 from profiler.kinds import AttentionKernel as K
 from profiler.memory.attention import (
     CUDNN_FIRST_PRIORITY,

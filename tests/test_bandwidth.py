@@ -22,10 +22,19 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.gpu_checks import bandwidth_problems
+from profiler.bandwidth import peaks as peaks_module
 from profiler.bandwidth.peaks import (
+    CALIBRATION_VERSION,
+    CPU_KERNELS,
+    ROOF_TOLERANCE,
+    VERSION_KEY,
+    CpuKernel,
+    _cpu_kernel_rates,
+    beyond_roof_notes,
     cache_file,
     device_peaks,
     load_cached,
+    measure_cpu_peaks,
     save_cached,
 )
 from profiler.bandwidth.records import BandwidthResult, DevicePeaks, LayerTiming
@@ -34,6 +43,7 @@ from profiler.bandwidth.runner import (
     out_of_memory_error,
     profile_config,
     run_bandwidth,
+    step_spread_percent,
 )
 from profiler.bandwidth.timing import (
     LayerRanges,
@@ -46,15 +56,15 @@ from profiler.bandwidth.timing import (
     trace_events,
     widened,
 )
+from profiler.catalogue import datasheet_for
 from profiler.cli import main
-from profiler.counting import count_model
+from profiler.counting import count_layer, count_model
 from profiler.device import nvml as nvml_module
 from profiler.device.nvml import MetricSummary, NvmlSampler, NvmlSummary
 from profiler.errors import ProfilerError
 from profiler.format.bandwidth import format_bandwidth
-from profiler.format.plots import roofline_plot
-from profiler.gpus import datasheet_for
-from profiler.kinds import OPTIMIZER_ROW, OTHER_ROW
+from profiler.format.plots import roofline_figure, roofline_plot
+from profiler.kinds import OPTIMIZER_ROW, OTHER_ROW, OpClass
 from profiler.models import build, resolve
 from profiler.scopes import named_modules
 
@@ -343,7 +353,7 @@ def test_cpu_result_is_labelled_cpu_and_carries_no_gpu_figure(cpu_train: Bandwid
         assert text.lstrip("# ").startswith("measured on CPU")
         for gpu_word in ("CUDA", "kernel", "NVML", "datasheet", "TF32", "GPU idle", "HBM"):
             assert gpu_word not in text, gpu_word
-    obj = json.loads(format_bandwidth([cpu_train], "json"))
+    obj = json.loads(format_bandwidth([cpu_train], "json"))[0]
     assert obj["measured_on"].startswith("measured on CPU")
     assert (obj["source"], obj["gpu"], obj["bound"]) == ("measured", None, None)
     assert obj["model_source"].startswith("d2l")
@@ -371,8 +381,10 @@ def test_cli_times_a_tiny_model_on_the_cpu_and_draws_its_roofline(tmp_path: Path
                            "--warmup", "1", "--device", "cpu", "--output", str(out), "--plot", str(plot)],
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith("profiler: timing on the CPU (1 thread)") and proc.stderr.count("\n") == 1
     text = out.read_text()
     assert text.startswith("measured on CPU") and "lenet" in text.splitlines()[0]
+    assert text.splitlines()[1] == f"device peaks measured now; cached in {tmp_path / 'cache' / 'peaks.json'}"
     assert plot.read_bytes().startswith(PNG_MAGIC) and plot.stat().st_size > 10_000
     assert (tmp_path / "cache" / "peaks.json").is_file()
 
@@ -513,7 +525,141 @@ def test_peaks_are_measured_once_then_read_from_the_cache(tmp_path: Path):
     first, source = device_peaks(torch.device("cpu"), "CPU test", {"date": "today"}, path)
     assert source.startswith("measured now") and first.copy_bytes_per_s > 0 and first.fp32_flops_per_s > 0
     again, source = device_peaks(torch.device("cpu"), "CPU test", {}, path)
-    assert again == first and source.startswith("from the cache") and "today" in source
+    assert again == first and source == (f"reused from the cache {path}, measured today by an earlier run "
+                                          "(--remeasure-peaks measures them again)")
+
+
+@pytest.fixture
+def counted_calibrations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """CPU calibrations replaced by a stand-in that records each call (the real one takes a second)."""
+    calls: list[str] = []
+
+    def calibrate(device: torch.device, device_name: str, provenance: dict) -> DevicePeaks:
+        calls.append(device_name)
+        return DevicePeaks(device_name, "cpu", 2e10, 1e11, method="stand-in", provenance={"date": f"call {len(calls)}"})
+
+    monkeypatch.setattr(peaks_module, "measure_cpu_peaks", calibrate)
+    return calls
+
+
+def test_peaks_from_another_calibration_or_asked_again_are_measured_again(tmp_path: Path,
+                                                                          counted_calibrations: list[str]):
+    path = tmp_path / "peaks.json"
+    old = DevicePeaks("CPU test", "cpu", 3e10, 1.9e11, method="1024×1024 fp32 matmul", provenance={"date": "old"})
+    path.write_text(json.dumps({old.device: asdict(old)}))  # written by the first calibration: no version
+    assert load_cached(old.device, path) is None
+    peaks, source = device_peaks(torch.device("cpu"), old.device, {}, path)
+    assert counted_calibrations == [old.device] and source == f"measured now; cached in {path}"
+    assert json.loads(path.read_text())[old.device][VERSION_KEY] == CALIBRATION_VERSION
+    assert device_peaks(torch.device("cpu"), old.device, {}, path) == (
+        peaks, f"reused from the cache {path}, measured call 1 by an earlier run (--remeasure-peaks measures them "
+               "again)")
+    again, source = device_peaks(torch.device("cpu"), old.device, {}, path, remeasure=True)
+    assert len(counted_calibrations) == 2 and again.provenance["date"] == "call 2"
+    assert source == f"measured now (--remeasure-peaks); cached in {path}"
+
+
+def test_cli_says_where_the_peaks_came_from_and_remeasures_them_when_asked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        counted_calibrations: list[str]):
+    monkeypatch.setenv("PROFILER_CACHE_DIR", str(tmp_path))
+    run = ["bandwidth", "lenet", "--batch", "2", "--steps", "2", "--warmup", "0", "--device", "cpu"]
+    lines = []
+    for extra in ([], [], ["--remeasure-peaks"]):
+        assert main([*run, *extra]) == 0
+        lines.append(capsys.readouterr().out.splitlines()[1])
+    assert lines == [f"device peaks measured now; cached in {tmp_path / 'peaks.json'}",
+                     f"device peaks reused from the cache {tmp_path / 'peaks.json'}, measured call 1 by an earlier "
+                     "run (--remeasure-peaks measures them again)",
+                     f"device peaks measured now (--remeasure-peaks); cached in {tmp_path / 'peaks.json'}"]
+    assert len(counted_calibrations) == 2
+    assert main(["bandwidth", "lenet", "--predict", "--remeasure-peaks"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "drop --remeasure-peaks" in err
+
+
+def test_the_cpu_roof_is_the_best_of_its_convolutions_and_matmuls(monkeypatch: pytest.MonkeyPatch):
+    assert {kernel.op for kernel in CPU_KERNELS} == {OpClass.CONV_FORWARD, OpClass.MATMUL}
+    rates = {kernel.label: 2e11 if kernel.op is OpClass.CONV_FORWARD and kernel.shape[3] == 5 else 1e11
+             for kernel in CPU_KERNELS}
+    monkeypatch.setattr(peaks_module, "_cpu_kernel_rates", lambda kernels: rates)
+    peaks = measure_cpu_peaks(torch.device("cpu"), "CPU test", {})
+    assert peaks.fp32_flops_per_s == 2e11
+    assert "FP32 roof = the best of 6 convolutions and matmuls, 5×5 conv 8×96×12×12 → 256 (GFLOP/s:" in peaks.method
+
+
+@pytest.mark.parametrize("kernel", CPU_KERNELS, ids=lambda kernel: kernel.label)
+def test_each_calibration_kernel_counts_what_the_static_counter_counts(kernel: CpuKernel):
+    if kernel.op is OpClass.MATMUL:
+        m, k, n = kernel.shape
+        layer, shape = nn.Linear(k, n, bias=False), (m, k)
+    else:
+        batch, c_in, c_out, size_k, size = kernel.shape
+        layer, shape = nn.Conv2d(c_in, c_out, size_k, padding=size_k // 2, bias=False), (batch, c_in, size, size)
+    assert count_layer(layer, shape).flops == kernel.flops
+    assert tuple(kernel.work()().shape) == count_model(layer.to("meta"), shape).layers[-1].output_shape
+
+
+def test_calibration_kernel_rates_are_measured_for_every_kernel():
+    small = (CpuKernel(OpClass.MATMUL, (64, 64, 64)), CpuKernel(OpClass.CONV_FORWARD, (1, 4, 4, 3, 8)))
+    rates = _cpu_kernel_rates(small, rounds=2)
+    assert list(rates) == [kernel.label for kernel in small] and all(rate > 0 for rate in rates.values())
+
+
+def test_step_spread_is_the_larger_interquartile_range_in_percent_of_the_step():
+    # inclusive quartiles of 3 values: halfway between the first two and between the last two
+    assert step_spread_percent([10.0, 11.0, 12.0], [10.0, 10.0, 10.0]) == pytest.approx(100 * 1.0 / 11.0)
+    # of 4 values: at positions 0.75 and 2.25 of the sorted list, 9.75 and 12.25; the first list's median is 10
+    assert step_spread_percent([10.0, 10.0, 10.0, 10.0], [9.0, 10.0, 12.0, 13.0]) == pytest.approx(100 * 2.5 / 10)
+    assert step_spread_percent([10.0], [10.0, 11.0]) is None
+
+
+@pytest.mark.parametrize(("overhead", "spread", "words"), [
+    (-2.0, 4.0, "profiler overhead -2.0 %, within noise: smaller than the step times' spread (4.0 %, interquartile "
+                "range)"),
+    (3.5, 4.0, "profiler overhead +3.5 %, within noise"),
+    (-12.0, 3.0, "profiler overhead -12.0 %: the profiled steps ran faster than the unprofiled ones by more than the "
+                 "step times' spread (3.0 %, interquartile range); the machine's load or clock changed during the "
+                 "run: run again on a quiet machine"),
+    (30.0, 2.0, "profiler overhead +30.0 %, beyond the step times' spread (2.0 %, interquartile range)"),
+    (-1.0, None, "profiler overhead -1.0 % (too few steps to tell it from noise: raise --steps)"),
+])
+def test_the_overhead_says_whether_it_is_within_the_noise(cpu_inference: BandwidthResult, overhead: float,
+                                                          spread: float | None, words: str):
+    result = replace(cpu_inference, overhead_percent=overhead, step_spread_percent=spread)
+    assert result.overhead_within_noise == (spread is not None and abs(overhead) <= spread)
+    assert words in format_bandwidth([result], "table")
+
+
+def test_a_real_run_names_every_row_above_a_roof_in_its_notes(cpu_train: BandwidthResult):
+    # on a quiet machine no row is above (the CPU roof is the best of the layers' own kinds of kernel); on a busy
+    # one the calibration can run slow, and then the output must say so rather than show the row silently
+    above = [r.name for r in cpu_train.layers if (r.compute_peak_fraction or 0) > ROOF_TOLERANCE]
+    cached = [r.name for r in cpu_train.layers if (r.bandwidth_peak_fraction or 0) > ROOF_TOLERANCE]
+    assert cpu_train.notes[1:] == beyond_roof_notes(cpu_train.layers, cuda=False)  # after the training-step note
+    assert bool(above) == any("above the measured compute roof" in note for note in cpu_train.notes)
+    assert bool(cached) == any("stayed in the CPU's caches" in note for note in cpu_train.notes)
+
+
+def test_a_measured_run_reports_its_step_spread(cpu_inference: BandwidthResult):
+    assert cpu_inference.step_spread_percent is not None and cpu_inference.step_spread_percent >= 0
+    assert json.loads(format_bandwidth([cpu_inference], "json"))[0]["step_spread_percent"] is not None
+
+
+def _timed(name: str, compute: float | None, bandwidth: float | None, nbytes: int = 3 << 20) -> LayerTiming:
+    return LayerTiming(name, "Conv2d", "conv", 1.0, bytes=nbytes, compute_peak_fraction=compute,
+                       bandwidth_peak_fraction=bandwidth)
+
+
+def test_layers_above_a_roof_are_named_with_the_reason():
+    rows = [_timed("a", 1.04, 0.5), _timed("b", 1.31, 0.2), _timed("c", 0.5, 2.14, 2 << 20), _timed("d", None, None)]
+    compute, cached = beyond_roof_notes(rows, cuda=False)
+    assert compute.startswith("1 layer(s) ran above the measured compute roof (b Conv2d 131 % of it): the "
+                              "calibration ran slower") and compute.endswith("(--remeasure-peaks)")
+    assert cached.startswith("1 layer(s) moved their counted bytes faster than the measured copy bandwidth (c Conv2d "
+                             "214 % of it; at most 2.0 MiB counted): their tensors stayed in the CPU's caches")
+    assert beyond_roof_notes(rows[:1], cuda=True) == []
+    assert "the GPU's L2 cache" in beyond_roof_notes([_timed("c", None, 1.2)], cuda=True)[0]
 
 
 def test_cache_folder_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
@@ -570,6 +716,28 @@ def test_roofline_png_is_drawn_for_cpu_and_gpu_results(cpu_train: BandwidthResul
     assert path.read_bytes().startswith(PNG_MAGIC) and path.stat().st_size > 20_000
 
 
+def test_every_text_of_the_roofline_lies_inside_the_png(cpu_train: BandwidthResult):
+    note = "a provenance line as long as benchmarks/gpu_bandwidth.py writes: " + "--sizes 96 224 --batch 128 " * 6
+    figure = roofline_figure([cpu_train, _gpu_result(cpu_train)], columns=1, note=note)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    width, height = figure.get_size_inches()
+    tight = figure.get_tightbbox(renderer)  # every drawn artist (ticks in view, legends, annotations), in inches
+    assert tight.x0 >= 0 and tight.y0 >= 0 and tight.x1 <= width and tight.y1 <= height, tight
+    texts = [*figure.texts, *(t for ax in figure.axes for t in (*ax.texts, ax.title, ax.xaxis.label, ax.yaxis.label,
+                                                                *ax.get_legend().get_texts()))]
+
+    def inside(text) -> bool:  # a matplotlib Text
+        box, page = text.get_window_extent(renderer), figure.bbox
+        return page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1
+
+    outside = [t.get_text() for t in texts if t.get_text() and not inside(t)]
+    assert not outside and len(texts) > 20
+    footnotes = [t.get_text() for t in texts if "layers drawn" in t.get_text()]
+    assert len(footnotes) == 2 and all(t.endswith("rows not drawn (no counted FLOPs, bytes or time)")
+                                       for t in footnotes)
+
+
 def test_a_result_without_drawable_layers_still_gives_a_png(cpu_train: BandwidthResult, tmp_path: Path):
     empty = replace(cpu_train, layers=[LayerTiming("x", "ReLU", "elementwise", 1.0)])
     roofline_plot([empty], tmp_path / "empty.png")
@@ -592,7 +760,7 @@ def test_cuda_kernels_are_attributed_to_layers(cuda_peaks_path: Path):
                              peaks_path=cuda_peaks_path, min_profiled_s=0.3)
     assert result.device_kind == "cuda" and result.peaks.kind == "cuda" and result.idle_ms is not None
     assert result.busy_ms is not None and 0 < result.busy_ms <= result.profiled_mean_step_ms
-    assert bandwidth_problems(json.loads(format_bandwidth([result], "json")), asdict(result.peaks)) == []
+    assert bandwidth_problems(json.loads(format_bandwidth([result], "json"))[0], asdict(result.peaks)) == []
     assert result.nvml is not None and (result.nvml.available or result.nvml.reason)
     assert format_bandwidth([result], "table").startswith(f"measured on {result.device_name} (CUDA)")
 
@@ -610,7 +778,7 @@ def test_cuda_peaks_are_plausible(cuda_peaks_path: Path):
 def _sound_gpu_run(cpu: BandwidthResult) -> dict:
     """The CPU result dressed as a GPU run that passes every check: no kernel outside a layer, the rows equal to the
     busy time, a 2 % overhead, and peaks far above every layer."""
-    run = json.loads(format_bandwidth([_gpu_result(cpu)], "json"))
+    run = json.loads(format_bandwidth([_gpu_result(cpu)], "json"))[0]
     run["provenance"]["l2_cache_bytes"] = 0
     run["layers"][-1]["ms_per_step"] = 0.0  # (other)
     run["attributed_ms"] = run["busy_ms"] = sum(layer["ms_per_step"] for layer in run["layers"])
@@ -667,3 +835,14 @@ def test_committed_gpu_results_make_physical_sense():
         if found:
             problems[f"{path.name}: {run['model']} {run['input_shape']} {run['mode']}"] = found
     assert not problems
+
+
+def test_measured_runs_take_the_optimizer_and_dtype_of_the_step_protocol():
+    from profiler.bandwidth.runner import run_bandwidth
+
+    [result] = run_bandwidth(["lenet"], [28], batch=2, train=True, steps=2, warmup=1, device="cpu",
+                             optimizer="adam", dtype="bfloat16")
+    assert (result.optimizer, result.dtype) == ("adam", "bfloat16")
+    update = next(row for row in result.layers if row.name == OPTIMIZER_ROW)
+    assert update.type == "Adam" and update.ms_per_step > 0
+    assert "Adam lr 0.001" in " ".join(result.notes)

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import pytest
 
 from profiler.counting import CONVENTIONS, OTHER_OPS_CONVENTIONS, conventions, other_ops_conventions
+from profiler.kinds import SCHEMA_VERSION
 from profiler.models import ZOO
 from profiler.util.units import human_count
 
@@ -113,12 +114,12 @@ def test_flops_googlenet_markdown_is_a_github_table_with_totals(cli, flop_counte
 
 
 def test_params_densenet_json_has_per_layer_params_summing_to_the_hand_count(cli):
-    obj = json.loads(ok(cli, "densenet_params_json"))
+    (obj,) = json.loads(ok(cli, "densenet_params_json"))
     assert (obj["model"], obj["input_shape"], obj["mode"]) == ("densenet", [1, 1, 96, 96], "inference")
     assert obj["totals"] == {"params": 758_226, "param_bytes": 4 * 758_226}
     assert sum(layer["params"] for layer in obj["layers"]) == 758_226
     assert obj["layers"][0] == {"name": "b1.0", "type": "Conv2d", "kind": "leaf", "output_shape": [1, 64, 48, 48],
-                                "params": 64 * 7 * 7 + 64}
+                                "params": 64 * 7 * 7 + 64, "param_bytes": 4 * (64 * 7 * 7 + 64)}
 
 
 def test_csv_of_six_families_at_two_sizes_has_one_row_per_layer_and_a_total(cli, zoo_counts):
@@ -197,9 +198,10 @@ def test_the_readme_quotes_every_convention_and_every_other_ops_rule():
 
 def test_output_writes_the_file_and_nothing_to_stdout(cli):
     assert ok(cli, "output_json") == ""
-    obj = json.loads((cli.work / "nin.json").read_text())
-    assert list(obj) == ["model", "input_shape", "mode", "dtype", "convention", "totals", "layers", "uncounted_ops",
-                         "notes"]
+    (obj,) = json.loads((cli.work / "nin.json").read_text())  # always a list, one object per configuration
+    assert list(obj) == ["schema_version", "model", "model_source", "input_shape", "mode", "dtype", "convention",
+                         "totals", "layers", "uncounted_ops", "notes"]
+    assert obj["schema_version"] == SCHEMA_VERSION
     assert obj["convention"] == conventions()
     assert obj["totals"] == {"params": 1_992_166, "macs": 762_297_352, "flops": 2 * 762_297_352,
                              "other_ops": 4_053_718, "bytes": 34_360_992}
@@ -217,7 +219,7 @@ def test_version_names_profiler_torch_and_torchvision(cli):
 def test_flops_dtype_halves_the_bytes_moved_and_keeps_the_macs(cli):
     full, half = (json.loads(ok_run(cli, ["flops", "nin", "--size", "96", "--format", "json", "--dtype", d]))
                   for d in ("float32", "bfloat16"))
-    full, half = (r[0] if isinstance(r, list) else r for r in (full, half))
+    (full,), (half,) = full, half
     assert (full["dtype"], half["dtype"]) == ("float32", "bfloat16")
     assert half["totals"]["macs"] == full["totals"]["macs"]
     conv = [(f, h) for f, h in zip(full["layers"], half["layers"], strict=True) if f["type"] == "Conv2d"]
@@ -251,3 +253,13 @@ def ok_run(cli: SimpleNamespace, argv: list[str]) -> str:
     done = cli.run(argv)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def test_gpus_lists_every_card_with_its_roofs_and_sources(cli):
+    text = ok_run(cli, ["gpus"])
+    assert "h100 (default)" in text and "a100-40gb" in text and "rtx4090" in text
+    assert "parseChosenWorkspaceSize" in text and "dense (no 2:4 sparsity)" in text
+    cards = json.loads(ok_run(cli, ["gpus", "--format", "json"]))
+    assert {card["key"] for card in cards} >= {"h100", "h200", "t4", "v100-16gb", "l4"}
+    t4 = next(card for card in cards if card["key"] == "t4")
+    assert t4["tf32_flops_per_s"] is None and t4["cublas_workspace_bytes"] == 4096 * 1024 * 2 + 16 * 1024 * 8

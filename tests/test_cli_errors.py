@@ -54,8 +54,12 @@ CASES: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "bandwidth_unknown_gpu": (["bandwidth", "nin", "--predict", "--gpu", "h900"], ("no GPU 'h900'", "h100")),
     "bandwidth_bad_gpu_memory": (["bandwidth", "nin", "--predict", "--gpu-memory", "lots"],
                                  ("--gpu-memory 'lots' is not a size",)),
-    "bandwidth_measured_dtype": (["bandwidth", "nin", "--device", "cpu", "--dtype", "bfloat16"],
-                                 ("--dtype float32 only", "--predict")),
+    "optimizer_without_train": (["memory", "nin", "--optimizer", "adam"], ("--optimizer applies to a training step",
+                                                                          "add --train")),
+    "checkpoint_without_train": (["memory", "nin", "--checkpoint"], ("--checkpoint applies to a training step",)),
+    "bandwidth_optimizer_without_train": (["bandwidth", "nin", "--predict", "--optimizer", "adam"],
+                                          ("--optimizer applies to a training step",)),
+    "predict_with_device": (["bandwidth", "nin", "--predict", "--device", "cpu"], ("not allowed with argument",)),
     "bandwidth_measured_gpu": (["bandwidth", "nin", "--device", "cpu", "--gpu", "h200"], ("add --predict",)),
 }
 if not torch.cuda.is_available():
@@ -146,8 +150,6 @@ def _pretend_an_h100(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_out_of_memory_in_a_sweep_is_recorded_and_the_sweep_goes_on(monkeypatch):
-    import argparse
-
     from profiler.errors import EXIT_OUT_OF_MEMORY, ProfilerError
     from profiler.memory import measure, runner
 
@@ -158,10 +160,7 @@ def test_out_of_memory_in_a_sweep_is_recorded_and_the_sweep_goes_on(monkeypatch)
 
     monkeypatch.setattr(measure, "measure_in_subprocess", fake_measure)
     _pretend_an_h100(monkeypatch)
-    args = argparse.Namespace(models=["nin"], size=[96, 224], batch=128, channels=None, classes=None, train=False,
-                              measure=True, predict=False, device=None, optimizer="sgd", dtype="float32",
-                              checkpoint=False, gpu="h100", gpu_memory=None, max_batch=False, trace=None)
-    results = runner.run_memory(args)
+    results = runner.peak_memory_configs(["nin"], [96, 224], batch=128, measure=True, gpu="h100")
     assert [r.out_of_memory for r in results] == [False, True]
     assert "ran out of GPU memory" in results[1].notes[0]
     assert results[1].verdict.fits and results[1].verdict.held is False   # predicted to fit, ran out of memory

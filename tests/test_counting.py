@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from profiler.counting import LayerStats, ModelStats, count_layer, count_model, op_cost
 from profiler.counting.rules import tensor_bytes
-from profiler.format.counts import format_stats, stats_json
+from profiler.format.counts import format_stats
 from profiler.kinds import UNUSED_ROW
 from profiler.models import ZOO, build, resolve
 
@@ -310,7 +310,7 @@ def test_ops_without_a_rule_are_listed_not_silently_zero(factory_dir):
     # conv 3→4 3×3 on 8×8 gives 4×6×6; cumsum reads and writes it: no ops counted, bytes are.
     assert (cumulative.macs, cumulative.other_ops, cumulative.bytes) == (0, 0, 2 * 4 * 6 * 6 * FP32)
     assert "aten.cumsum ×1" in format_stats([stats], "table")
-    assert stats_json(stats)["uncounted_ops"] == {"aten.cumsum": 1}
+    assert stats.to_dict()["uncounted_ops"] == {"aten.cumsum": 1}
 
 
 class _CatBlock(nn.Module):

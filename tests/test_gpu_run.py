@@ -292,7 +292,6 @@ def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder as benchmarks/gpu_run.py leaves it on an H200 whose figures are the reference's (memory) and
     CPU-timed rows dressed up (bandwidth): assembled by the run's own functions from result lines."""
     from profiler.bandwidth.runner import run_bandwidth
-    from profiler.format.bandwidth import bandwidth_json
 
     folder = tmp_path_factory.mktemp("h200_run")
     store = ResultStore(folder / RESULTS_FILE)
@@ -321,7 +320,7 @@ def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                   "datasheet": {"name": "NVIDIA H200", "bytes_per_s": 4.8e12}})
     for model, size, train in plan.bandwidth:
         store.append({"key": bandwidth_key(model, size, 128, train), "kind": "bandwidth", "status": "ok",
-                      "run": _as_h200_run(bandwidth_json(cpu), model, size, "train" if train else "inference")})
+                      "run": _as_h200_run(cpu.to_dict(), model, size, "train" if train else "inference")})
     stem = next(e.conv for e in trace_step(build(resolve("resnet"), 96), (128, 1, 96, 96), StepConfig.make()).events
                 if e.kind == "conv")
     store.append({"key": workspace_key("resnet", 96), "kind": "workspaces", "status": "ok",

@@ -22,10 +22,10 @@ from matplotlib.figure import Figure
 
 from profiler.bandwidth.fit import measurement_key
 from profiler.bandwidth.timemodel import committed_calibration
+from profiler.catalogue import Precision, gpu_spec
 from profiler.cli import build_parser, main
 from profiler.errors import ProfilerError
 from profiler.format.plots import palette
-from profiler.gpus import gpu_spec
 from profiler.kinds import HOST_WAIT_ROW
 from profiler.models.zoo import EDITION, EDITION_NAME
 from profiler.site import generate as generate_module
@@ -414,7 +414,8 @@ def _cell_ms(cell: str) -> float:
 
 def test_comparison_tables_have_at_most_seven_columns(generated):
     widths = [len(headers) for headers, _ in _tables((generated / "comparison.md").read_text())]
-    assert len(widths) == 2 * 6 + 3 and max(widths) <= 7  # per size: cost, memory and time, two tables each
+    # per size: cost and time two tables each, memory three (allocated, reserved, the fit verdict)
+    assert len(widths) == 2 * 7 + 3 and max(widths) <= 7
 
 
 def test_the_tf32_reason_stands_right_above_achieved_rates_beyond_the_fp32_peak(generated):
@@ -575,9 +576,12 @@ def test_alexnet_time_answer_names_the_layers_the_prediction_finds_memory_bound(
     section = _section((generated / "exercises.md").read_text(), "## 7.1.4")
     rows = {row.name: row for row in sd.time_inference.layers}
     memory_bound = [row for row in rows.values() if row.flops and row.bound == "memory"]
-    assert [row.name for row in memory_bound] == ["0", "20"]
-    assert "Conv2d 0 (51.3 FLOP/B, under the TF32 ridge at 103)" in section
-    assert "Linear 20 (4.6 FLOP/B, under the FP32 ridge at 14)" in section
+    assert [row.name for row in memory_bound] == ["0"]
+    assert "and, at batch 128, Conv2d 0 (51.3 FLOP/B, under the TF32 ridge at 103)." in section
+    # the classifier's last layer is under its ridge yet compute-bound: 128 × 10 outputs are one GEMM tile
+    assert rows["20"].bound == "compute" and rows["20"].intensity < gpu_spec("h200").ridge(Precision.FP32)
+    assert ("Linear 20 (4.6 FLOP/B, under the FP32 ridge at 14) is compute-bound all the same: its matrix product "
+            "makes too few output tiles to keep the NVIDIA H200's 132 SMs busy") in section
     # what the prose says of the others
     assert all(rows[n].bound == "compute" and rows[n].compute_roof == "tf32" for n in ("3", "6", "8", "10"))
     assert all(rows[n].bound == "compute" and rows[n].compute_roof == "fp32" for n in ("14", "17"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from profiler.gpus import gpu_spec
+from profiler.catalogue import gpu_spec
 from profiler.models.zoo import EDITION, SECTIONS, ZOO
 from profiler.site.claims import CHECKS
 from profiler.site.content import CLAIMS, EXERCISES, NOTES_000, Citation, claim

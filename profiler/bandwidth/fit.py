@@ -4,7 +4,9 @@ checking them leave-one-model-out.
 Measurements (:func:`committed_measurements`), all under ``reports/data/``:
 
 * ``reference_h200_batch128.json``: 24 step times (6 models × 96/224 × inference/training, batch 128, fp32, SGD
-  without momentum) on an H200, plain PyTorch (its ``provenance.method`` says how);
+  without momentum) on an H200, plain PyTorch (its ``provenance.method`` says how), and the device-to-device copy
+  bandwidth measured there (``copy_bandwidth_Bps``), the streaming roof the bandwidth efficiencies are shares of
+  (:func:`committed_copy_roof`; measured, not fitted);
 * every ``bandwidth_<device>.json`` / ``gpu_bandwidth_<device>.json`` that ``benchmarks/gpu_bandwidth.py`` writes on a
   GPU: their step times, and the kernel time of each layer (forward and backward), once such a file is committed.
 
@@ -38,7 +40,9 @@ from profiler.bandwidth.timemodel import (
     FLOOR,
     HOST_BACKWARD,
     HOST_FORWARD,
+    HOST_INFERENCE,
     Calibration,
+    CopyRoof,
     KernelArrays,
     StepSeconds,
     host_seconds,
@@ -46,7 +50,7 @@ from profiler.bandwidth.timemodel import (
     pack,
     simulate_steps,
 )
-from profiler.gpus import GpuSpec, gpu_for_device
+from profiler.catalogue import GpuSpec, gpu_for_device
 from profiler.kinds import OTHER_ROW, Mode
 
 REFERENCE = "reference_h200_batch128.json"
@@ -55,6 +59,9 @@ BANDWIDTH_FILES = ("bandwidth_*.json", "gpu_bandwidth_*.json")
 PRIOR_WEIGHT = 0.03
 #: Layers below this share of the step are left out of the per-layer objective.
 MIN_LAYER_SHARE = 0.01
+#: A coefficient is carried by the configurations whose predicted step time moves by at least this share of a change
+#: of the coefficient (|d ln step ÷ d ln coefficient|: 0.1 = 1 % for a 10 % change).
+CARRIED = 0.1
 #: Starting points of (floor µs, host cost per call µs) for the fit.
 STARTS = ((1.0, 5.0), (3.0, 15.0), (8.0, 30.0))
 
@@ -103,10 +110,20 @@ def committed_measurements(data_dir: Path) -> list[Measurement]:
     return found
 
 
+def committed_copy_roof(data_dir: Path) -> CopyRoof:
+    """The copy bandwidth measured beside the reference step times, against its card's datasheet bandwidth."""
+    reference = json.loads((data_dir / REFERENCE).read_text())
+    gpu = _card(reference["provenance"]["device"], REFERENCE)
+    return CopyRoof(gpu.key, float(reference["copy_bandwidth_Bps"]), gpu.bandwidth_bytes_per_s,
+                    f"reports/data/{REFERENCE}: copy_bandwidth_Bps (device-to-device copy, read + write) on the "
+                    f"{gpu.name}, against its datasheet {gpu.bandwidth_bytes_per_s / 1e12:g} TB/s "
+                    f"({gpu.sources['bandwidth_bytes_per_s']})")
+
+
 def _card(device_name: str, source: str) -> GpuSpec:
     spec = gpu_for_device(device_name)
     if spec is None:
-        raise ValueError(f"{source}: {device_name} is not in the GPU catalogue (profiler/gpus.py)")
+        raise ValueError(f"{source}: {device_name} is not in the GPU catalogue (profiler/catalogue.py)")
     return spec
 
 
@@ -135,15 +152,15 @@ class Problem:
 
     measurements: list[Measurement]
     arrays: KernelArrays
-    bandwidth: np.ndarray
+    copy: CopyRoof
     layer_points: list[tuple[int, np.ndarray, float]]
 
     @classmethod
-    def build(cls, measurements: Sequence[Measurement], kernels: Sequence[Sequence[Kernel]]) -> Problem:
-        """``kernels[i]``: the kernels of ``measurements[i]`` (:func:`profiler.bandwidth.kernels.step_kernels`)."""
-        arrays = pack([(k, m.gpu, m.dtype) for m, k in zip(measurements, kernels, strict=True)])
-        bandwidth = np.concatenate([np.full(len(k), m.gpu.bandwidth_bytes_per_s)
-                                    for m, k in zip(measurements, kernels, strict=True)])
+    def build(cls, measurements: Sequence[Measurement], kernels: Sequence[Sequence[Kernel]], copy: CopyRoof
+              ) -> Problem:
+        """``kernels[i]``: the kernels of ``measurements[i]`` (:func:`profiler.bandwidth.kernels.step_kernels`);
+        ``copy``: the measured streaming roof."""
+        arrays = pack([(k, m.gpu, m.dtype) for m, k in zip(measurements, kernels, strict=True)], copy)
         points = []
         for index, (m, step) in enumerate(zip(measurements, kernels, strict=True)):
             start = arrays.starts[index]
@@ -151,14 +168,14 @@ class Problem:
                 rows = np.array([start + i for i, k in enumerate(step) if k.layer == layer], dtype=int)
                 if len(rows) and ms >= MIN_LAYER_SHARE * m.step_ms:
                     points.append((index, rows, ms * 1e-3))
-        return cls(list(measurements), arrays, bandwidth, points)
+        return cls(list(measurements), arrays, copy, points)
 
     def subset(self, keep: Sequence[int], kernels: Sequence[Sequence[Kernel]]) -> Problem:
-        return Problem.build([self.measurements[i] for i in keep], [kernels[i] for i in keep])
+        return Problem.build([self.measurements[i] for i in keep], [kernels[i] for i in keep], self.copy)
 
     def simulate(self, coefficients: np.ndarray) -> StepSeconds:
         """Each measurement's simulated step (time, GPU busy time, host time) at ``coefficients``."""
-        kernel_s, _ = kernel_seconds(self.arrays, self.bandwidth, coefficients)
+        kernel_s, _ = kernel_seconds(self.arrays, coefficients)
         return simulate_steps(self.arrays.starts, kernel_s, host_seconds(self.arrays, coefficients))
 
     def predicted_step_s(self, coefficients: np.ndarray) -> np.ndarray:
@@ -168,7 +185,7 @@ class Problem:
         """Log errors of the step times, the per-layer log errors (each configuration's mean as one point) and
         the prior pull, as one vector whose squared sum is the objective."""
         coefficients = np.exp(log_coefficients)
-        kernel_s, _ = kernel_seconds(self.arrays, self.bandwidth, coefficients)
+        kernel_s, _ = kernel_seconds(self.arrays, coefficients)
         step_s = simulate_steps(self.arrays.starts, kernel_s, host_seconds(self.arrays, coefficients)).step_s
         measured = np.array([m.step_ms * 1e-3 for m in self.measurements])
         parts = [np.log(step_s / measured)]
@@ -218,7 +235,7 @@ def fit_coefficients(problem: Problem) -> np.ndarray:
     for floor_us, host_us in STARTS:
         start = prior.copy()
         start[FLOOR] = np.log(floor_us)
-        start[HOST_FORWARD] = start[HOST_BACKWARD] = np.log(host_us)
+        start[[HOST_INFERENCE, HOST_FORWARD, HOST_BACKWARD]] = np.log(host_us)
         theta = _levenberg_marquardt(lambda t: problem.residuals(t, prior), start, low, high)
         r = problem.residuals(theta, prior)
         if best is None or r @ r < best[0]:
@@ -228,14 +245,24 @@ def fit_coefficients(problem: Problem) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FitReport:
-    """A fit and its check: the coefficients fitted on everything, each measurement's in-sample error and its
-    leave-one-model-out error (predicted ÷ measured − 1), and the coefficients of each left-out fit."""
+    """A fit and its check: the streaming roof it used, the coefficients fitted on everything, each measurement's
+    in-sample error and its leave-one-model-out error (predicted ÷ measured − 1), and the coefficients of each
+    left-out fit; ``elasticity[i, j]``: d ln(step time i) ÷ d ln(coefficient j) at the fit on everything."""
 
     measurements: list[Measurement]
+    copy: CopyRoof
     coefficients: np.ndarray
     in_sample: np.ndarray
     leave_one_model_out: np.ndarray
     lomo_coefficients: dict[str, np.ndarray]
+    elasticity: np.ndarray
+
+    def carried_by(self, index: int) -> dict[str, float]:
+        """The configurations that carry coefficient ``index`` (:data:`CARRIED`), with |d ln step ÷ d ln
+        coefficient|, largest first."""
+        column = np.abs(self.elasticity[:, index])
+        return {self.measurements[i].label: round(float(column[i]), 2) for i in np.argsort(-column, kind="stable")
+                if column[i] >= CARRIED}
 
     def summary(self) -> dict[str, float]:
         """Mean and worst absolute error, in-sample and leave-one-model-out, in percent."""
@@ -245,9 +272,11 @@ class FitReport:
                 "lomo_max_percent": float(100 * np.max(np.abs(self.leave_one_model_out)))}
 
 
-def fit_and_check(measurements: Sequence[Measurement], kernels: Sequence[Sequence[Kernel]]) -> FitReport:
-    """Fit on all ``measurements`` (with their ``kernels``), then once per model without it (leave-one-model-out)."""
-    problem = Problem.build(measurements, kernels)
+def fit_and_check(measurements: Sequence[Measurement], kernels: Sequence[Sequence[Kernel]], copy: CopyRoof
+                  ) -> FitReport:
+    """Fit on all ``measurements`` (with their ``kernels``, streaming at the measured ``copy`` roof), then once per
+    model without it (leave-one-model-out)."""
+    problem = Problem.build(measurements, kernels, copy)
     coefficients = fit_coefficients(problem)
     measured = np.array([m.step_ms * 1e-3 for m in measurements])
     in_sample = problem.predicted_step_s(coefficients) / measured - 1
@@ -258,7 +287,18 @@ def fit_and_check(measurements: Sequence[Measurement], kernels: Sequence[Sequenc
         rest = [i for i, m in enumerate(measurements) if m.model != model]
         per_model[model] = fit_coefficients(problem.subset(rest, kernels))
         lomo[held] = problem.subset(held, kernels).predicted_step_s(per_model[model]) / measured[held] - 1
-    return FitReport(list(measurements), coefficients, in_sample, lomo, per_model)
+    return FitReport(list(measurements), copy, coefficients, in_sample, lomo, per_model,
+                     _elasticity(problem, coefficients))
+
+
+def _elasticity(problem: Problem, coefficients: np.ndarray, step: float = 1e-3) -> np.ndarray:
+    """d ln(step time) ÷ d ln(coefficient) of every measurement and coefficient (central differences)."""
+    columns = []
+    for unit in np.eye(len(coefficients)):
+        up = problem.predicted_step_s(coefficients * np.exp(step * unit))
+        down = problem.predicted_step_s(coefficients * np.exp(-step * unit))
+        columns.append(np.log(up / down) / (2 * step))
+    return np.column_stack(columns)
 
 
 def calibration_of(report: FitReport) -> Calibration:
@@ -276,5 +316,6 @@ def calibration_of(report: FitReport) -> Calibration:
                                             for m, a, b in zip(report.measurements, report.in_sample,
                                                                report.leave_one_model_out, strict=True)}}
     return Calibration({c.name: float(v) for c, v in zip(COEFFICIENTS, report.coefficients, strict=True)},
-                       [f"reports/data/{s}" for s in sources] + configs, method, date.today().isoformat(), errors)
+                       [f"reports/data/{s}" for s in sources] + configs, method, date.today().isoformat(), report.copy,
+                       errors, {c.name: report.carried_by(i) for i, c in enumerate(COEFFICIENTS)})
 

@@ -16,19 +16,38 @@ Kernels per op (a convention: cuDNN and cuBLAS may launch helper kernels we do n
 * a convolution backward launches one kernel per gradient it computes: the **input gradient** (bytes = grad_output +
   weight + grad_input), the **weight gradient** (grad_output + input + grad_weight), each with the forward's FLOPs,
   and the **bias gradient** (a reduction: grad_output + grad_bias);
+* **layout transforms** (``nhwc_convolutions``, where cuDNN runs convolutions on tensor cores): cuDNN's tensor-core
+  convolution kernels read channels-last (NHWC) operands, so each channels-first operand of each cuDNN call is
+  transposed first by a kernel of its own (elementwise: reads and writes the tensor), as profiles of float32 NCHW
+  convolutions show (``cudnn::ops::nchwToNhwcKernel`` before ``*_nhwckrsc_*`` kernels, pytorch/pytorch#81940: A100,
+  cuDNN 8; assumed for Hopper and cuDNN 9 until a per-layer GPU run shows their kernels): the forward transposes its
+  input and weight, the input gradient grad_output and weight, the weight gradient input and grad_output (the two
+  are separate cuDNN calls, so grad_output is transposed twice). A tensor with one channel or one position (a
+  1-channel image, a 1×1 filter) or already channels-last is laid out the same either way and needs none. The
+  results are taken as written channels-first directly (no transform back: fitting one in fits the reference step
+  times worse);
 * a matrix product (``mm``, ``addmm``, ``bmm``, ``baddbmm``) launches **one cuBLAS kernel** (the bias of ``addmm``
   fused in its epilogue);
 * a batch norm that computes batch statistics (training, forward and backward) launches **two kernels**: a
   statistics pass that reads the activations (in backward also the incoming gradient), then the pass that
-  normalizes, with the op's counted bytes; with running statistics (inference) it is one kernel;
+  normalizes, with the op's counted bytes; with running statistics (inference) it is **one elementwise kernel**
+  (a per-channel scale and shift);
 * a pooling backward reads the gradient (and max pooling's indices) and writes the input gradient: the forward input
   it takes only gives the shape, so its bytes are not counted;
 * every other op launches **one kernel** with the op's counted bytes, classed as normalization, pooling, reduction or
   elementwise (the rest: activations, adds, copies, concatenation, fills); an op torch's flop formula gives MACs to
   (attention) is a matrix product.
 
-The host: every op call the dispatcher sees costs the host time, views and allocations included; a kernel waits for
-the calls since the previous launch (:attr:`Kernel.host_calls`).
+Matrix products and the forward and input-gradient convolutions carry the output shape of their GEMM
+(:attr:`Kernel.gemm`: the implicit GEMM of a convolution has one row per output position and one column per output
+channel), which the time model tiles over the card's SMs.
+
+The host: every op call the eager step makes costs the host time, views and allocations included; a kernel waits for
+the calls since the previous launch (:attr:`Kernel.host_calls`). Not calls of the eager step: the ``detach`` calls
+the dispatch mode itself sees when autograd saves an op's output for backward and unpacks it there
+(``TensorImpl::shallow_copy_and_detach`` goes through the mode while one is active; eagerly it is a C++ copy of the
+tensor's header, no dispatcher call); only AccumulateGrad's ``detach`` of each parameter's gradient is one. A call is
+``recorded`` when autograd records it (the forward of a training step), which costs the host more.
 
 Dropout in training runs as the meta kernels decompose it (a Bernoulli draw, a scale, a multiply: three kernels where
 CUDA's fused ``native_dropout`` launches one); only AlexNet and VGG use it, on their small classifier activations.
@@ -39,12 +58,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from profiler.catalogue import GpuSpec, Precision
 from profiler.counting.rules import op_cost, tensor_bytes
 from profiler.errors import ProfilerError
 from profiler.kinds import LOSS_ROW, OPTIMIZER_ROW, ROOT_ROW, OpClass, Phase
@@ -53,6 +73,8 @@ from profiler.models.loading import logits_of, tracked_forward
 from profiler.scopes import ModuleScopes, named_modules
 
 aten = torch.ops.aten
+#: The autograd node that hands each parameter its gradient.
+ACCUMULATE_GRAD = "torch::autograd::AccumulateGrad"
 
 
 @dataclass(frozen=True)
@@ -62,7 +84,9 @@ class Kernel:
     compute-roof classes only; ``bytes`` are what it reads plus what it writes, every tensor crossing DRAM.
     ``host_calls``: the op calls the host makes before it can launch this kernel — its own call and the calls
     without kernels (views, allocations) since the previous launch — on the first kernel of a call; 0 on the others,
-    which the same call launches right after."""
+    which the same call launches right after. ``recorded``: autograd recorded the call (a training step's forward).
+    ``gemm``: (batches, rows, columns) of the matrix product whose output the kernel tiles (module docstring), or
+    None."""
 
     op: str
     op_class: OpClass
@@ -71,6 +95,8 @@ class Kernel:
     flops: int
     bytes: int
     host_calls: int = 1
+    recorded: bool = False
+    gemm: tuple[int, int, int] | None = None
 
 
 def _packets(*names: str) -> frozenset[Any]:
@@ -105,6 +131,8 @@ BATCH_STATISTICS: dict[Any, int | None] = {
     **{op: None for op in _packets("_batch_norm_with_update")},
     **{op: 7 for op in _packets("native_batch_norm_backward", "batch_norm_backward")}}
 BATCH_NORM_BACKWARD = _packets("native_batch_norm_backward", "batch_norm_backward")
+#: Batch-norm ops that always use the running statistics.
+RUNNING_STATISTICS = _packets("_native_batch_norm_legit_no_training", "_batch_norm_no_update")
 
 
 def _batch_statistics(packet: Any, args: tuple) -> bool:
@@ -124,52 +152,96 @@ def _tensor_bytes(t: Any) -> int:
     return tensor_bytes(t) if isinstance(t, torch.Tensor) else 0
 
 
-def op_kernels(func: Any, args: tuple, kwargs: dict, out: Any) -> list[tuple[str, OpClass, int, int]]:
-    """(label, class, FLOPs, bytes) of each kernel one call of ``func`` launches on CUDA (module docstring)."""
+class Launch(NamedTuple):
+    """One kernel an op call launches: its label, class, FLOPs, bytes and GEMM output shape (:class:`Kernel`)."""
+
+    label: str
+    op_class: OpClass
+    flops: int
+    bytes: int
+    gemm: tuple[int, int, int] | None = None
+
+
+def nhwc_convolutions(gpu: GpuSpec, dtype: str) -> bool:
+    """Whether cuDNN runs ``dtype`` convolutions on ``gpu``'s tensor cores, hence channels-last (module docstring):
+    wherever PyTorch's defaults put them on a tensor-core roof (:meth:`~profiler.catalogue.GpuSpec.roof`)."""
+    return gpu.roof(dtype, convolution=True) is not Precision.FP32
+
+
+def _channels_first(t: Any) -> bool:
+    """Whether ``t`` needs a transpose to be channels-last: more than one channel, more than one position, and the
+    channel dimension not the innermost."""
+    return (isinstance(t, torch.Tensor) and t.dim() >= 3 and t.shape[1] > 1 and math.prod(t.shape[2:]) > 1
+            and t.stride(1) != 1)
+
+
+def _to_nhwc(name: str, operands: dict[str, Any]) -> list[Launch]:
+    """The layout transforms before a cuDNN call: one per channels-first operand, reading and writing it."""
+    return [Launch(f"{name} ({what} to channels-last)", OpClass.ELEMENTWISE, 0, 2 * _tensor_bytes(t))
+            for what, t in operands.items() if _channels_first(t)]
+
+
+def _conv_gemm(result: torch.Tensor, groups: int) -> tuple[int, int, int]:
+    """(groups, rows, columns) of the implicit GEMM that computes ``result`` (batch × channels × positions): a row per
+    sample and position, a column per channel of a group."""
+    return groups, result.shape[0] * math.prod(result.shape[2:]), result.shape[1] // groups
+
+
+def op_kernels(func: Any, args: tuple, kwargs: dict, out: Any, nhwc: bool = False) -> list[Launch]:
+    """Each kernel one call of ``func`` launches on CUDA (module docstring); ``nhwc``: cuDNN runs convolutions
+    channels-last (:func:`nhwc_convolutions`), so their channels-first operands are transposed first."""
     cost = op_cost(func, args, kwargs, out)
     if cost.bytes == 0:
         return []
     packet, name = func.overloadpacket, str(func.overloadpacket).removeprefix("aten.")
     if packet in CONV_OPS:
         # convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
-        x, weight, bias = args[0], args[1], args[2]
-        kernels = [(name, OpClass.CONV_FORWARD, 2 * cost.macs, _tensor_bytes(x) + _tensor_bytes(weight)
-                    + _tensor_bytes(out))]
+        x, weight, bias, groups = args[0], args[1], args[2], args[8]
+        kernels = _to_nhwc(name, {"input": x, "weight": weight}) if nhwc else []
+        kernels.append(Launch(name, OpClass.CONV_FORWARD, 2 * cost.macs, _tensor_bytes(x) + _tensor_bytes(weight)
+                              + _tensor_bytes(out), _conv_gemm(out, groups)))
         if bias is not None:
-            kernels.append((f"{name} (bias add)", OpClass.ELEMENTWISE, 0,
-                            2 * _tensor_bytes(out) + _tensor_bytes(bias)))
+            kernels.append(Launch(f"{name} (bias add)", OpClass.ELEMENTWISE, 0,
+                                  2 * _tensor_bytes(out) + _tensor_bytes(bias)))
         return kernels
     if packet is aten.convolution_backward:
         # convolution_backward(grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed,
         #                      output_padding, groups, output_mask) -> (grad_input, grad_weight, grad_bias)
-        grad_out, x, weight, mask = args[0], args[1], args[2], args[10]
+        grad_out, x, weight, groups, mask = args[0], args[1], args[2], args[9], args[10]
         grads = list(out)
         passes = int(mask[0]) + int(mask[1])
         flops = 2 * cost.macs // passes if passes else 0
         kernels = []
         if mask[0]:
-            kernels.append((f"{name} (input gradient)", OpClass.CONV_INPUT_GRAD, flops,
-                            _tensor_bytes(grad_out) + _tensor_bytes(weight) + _tensor_bytes(grads[0])))
+            kernels += _to_nhwc(name, {"grad_output": grad_out, "weight": weight}) if nhwc else []
+            kernels.append(Launch(f"{name} (input gradient)", OpClass.CONV_INPUT_GRAD, flops,
+                                  _tensor_bytes(grad_out) + _tensor_bytes(weight) + _tensor_bytes(grads[0]),
+                                  _conv_gemm(grads[0], groups)))
         if mask[1]:
-            kernels.append((f"{name} (weight gradient)", OpClass.CONV_WEIGHT_GRAD, flops,
-                            _tensor_bytes(grad_out) + _tensor_bytes(x) + _tensor_bytes(grads[1])))
+            kernels += _to_nhwc(name, {"input": x, "grad_output": grad_out}) if nhwc else []
+            kernels.append(Launch(f"{name} (weight gradient)", OpClass.CONV_WEIGHT_GRAD, flops,
+                                  _tensor_bytes(grad_out) + _tensor_bytes(x) + _tensor_bytes(grads[1])))
         if mask[2]:
-            kernels.append((f"{name} (bias gradient)", OpClass.REDUCTION, 0,
-                            _tensor_bytes(grad_out) + _tensor_bytes(grads[2])))
+            kernels.append(Launch(f"{name} (bias gradient)", OpClass.REDUCTION, 0,
+                                  _tensor_bytes(grad_out) + _tensor_bytes(grads[2])))
         return kernels
     if packet in BATCH_STATISTICS and _batch_statistics(packet, args):
         # the statistics pass reads the activations (in backward also the incoming gradient: the first two
         # arguments) before the pass that normalizes
         activations = args[:2] if packet in BATCH_NORM_BACKWARD else args[:1]
-        return [(f"{name} (statistics)", OpClass.NORMALIZATION, 0, sum(map(_tensor_bytes, activations))),
-                (f"{name} (normalize)", OpClass.NORMALIZATION, 0, cost.bytes)]
+        return [Launch(f"{name} (statistics)", OpClass.NORMALIZATION, 0, sum(map(_tensor_bytes, activations))),
+                Launch(f"{name} (normalize)", OpClass.NORMALIZATION, 0, cost.bytes)]
+    if packet in BATCH_STATISTICS or packet in RUNNING_STATISTICS:
+        # running statistics: a per-channel scale and shift of every element
+        return [Launch(name, OpClass.ELEMENTWISE, 0, cost.bytes)]
     if packet in POOLING_BACKWARD:
         # pool_backward(grad_output, self, ...): the forward input only gives the gradient's shape
-        return [(name, OpClass.POOLING, 0, cost.bytes - _tensor_bytes(args[1]))]
+        return [Launch(name, OpClass.POOLING, 0, cost.bytes - _tensor_bytes(args[1]))]
     op_class = _SINGLE_KERNEL_CLASS.get(packet)
     if op_class is None:
         op_class = OpClass.MATMUL if cost.macs else OpClass.ELEMENTWISE
-    return [(name, op_class, 2 * cost.macs if op_class.on_compute_roof else 0, cost.bytes)]
+    gemm = (math.prod(out.shape[:-2]), out.shape[-2], out.shape[-1]) if packet in MATMUL_OPS else None
+    return [Launch(name, op_class, 2 * cost.macs if op_class.on_compute_roof else 0, cost.bytes, gemm)]
 
 
 # ------------------------------------------------------------------------------------------------ the optimizer
@@ -259,9 +331,10 @@ def optimizer_kernels(numels: Sequence[int], element_size: int, optimizer: str) 
 class _KernelMode(TorchDispatchMode):
     """Records the kernels of every op, charged to the running layer and phase."""
 
-    def __init__(self, scopes: ModuleScopes) -> None:
+    def __init__(self, scopes: ModuleScopes, nhwc: bool) -> None:
         super().__init__()
         self.scopes = scopes
+        self.nhwc = nhwc
         self.kernels: list[Kernel] = []
         self.calls_without_kernels = 0
 
@@ -270,23 +343,36 @@ class _KernelMode(TorchDispatchMode):
         out = meta_call(func, args, kwargs)  # the counter's cached meta kernels: the same outputs, far faster
         layer = self.scopes.current() or ROOT_ROW
         phase = Phase.BACKWARD if torch._C._current_graph_task_id() != -1 else Phase.FORWARD
-        launched = op_kernels(func, args, kwargs, out)
+        launched = op_kernels(func, args, kwargs, out, self.nhwc)
+        if not launched and not _eager_call(func):
+            return out
         calls = self.calls_without_kernels + 1
         self.calls_without_kernels = 0 if launched else calls
-        self.kernels.extend(Kernel(label, op_class, layer, phase, flops, nbytes, calls if index == 0 else 0)
-                            for index, (label, op_class, flops, nbytes) in enumerate(launched))
+        recorded = phase is Phase.FORWARD and torch.is_grad_enabled()
+        self.kernels.extend(Kernel(k.label, k.op_class, layer, phase, k.flops, k.bytes, calls if index == 0 else 0,
+                                   recorded, k.gemm)
+                            for index, k in enumerate(launched))
         return out
 
 
+def _eager_call(func: Any) -> bool:
+    """Whether the eager step makes this call too (module docstring): a ``detach`` is the dispatch mode's own unless
+    AccumulateGrad makes it."""
+    if func.overloadpacket is not aten.detach:
+        return True
+    node = torch._C._current_autograd_node()
+    return node is not None and node.name() == ACCUMULATE_GRAD
+
+
 def step_kernels(model: nn.Module, input_shape: tuple[int, ...], train: bool, dtype: torch.dtype = torch.float32,
-                 optimizer: str = "sgd") -> list[Kernel]:
+                 optimizer: str = "sgd", nhwc: bool = True) -> list[Kernel]:
     """Every kernel of one step of ``model`` (on the meta device) in launch order (module docstring): inference is
     ``eval()`` and a forward without autograd; a training step is forward, cross-entropy against class-0 labels (row
     ``loss``), backward, then ``optimizer``'s update (:func:`optimizer_kernels`; gradients set to None beforehand, as
-    ``zero_grad(set_to_none=True)`` leaves them, so backward accumulates nothing). Calls without kernels after the
-    last launch of an inference step cost the host nothing here (there is nothing left to wait for). A failing
-    forward raises
-    :class:`~profiler.models.loading.ForwardFailed`."""
+    ``zero_grad(set_to_none=True)`` leaves them, so backward accumulates nothing). ``nhwc``: cuDNN runs the
+    convolutions channels-last (:func:`nhwc_convolutions` of the card and dtype), with layout transforms. Calls
+    without kernels after the last launch of an inference step cost the host nothing here (there is nothing left to
+    wait for). A failing forward raises :class:`~profiler.models.loading.ForwardFailed`."""
     model = model.to(dtype)
     modules = named_modules(model)
     loss_fn = nn.CrossEntropyLoss()
@@ -300,7 +386,7 @@ def step_kernels(model: nn.Module, input_shape: tuple[int, ...], train: bool, dt
         p.grad = None
     model.train(train)
     try:
-        with scopes.attached(), _KernelMode(scopes) as mode, tracked_forward(scopes, model):
+        with scopes.attached(), _KernelMode(scopes, nhwc) as mode, tracked_forward(scopes, model):
             if train:
                 loss_fn(logits_of(model(x)), target).backward()
             else:

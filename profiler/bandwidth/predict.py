@@ -18,17 +18,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from profiler.bandwidth.kernels import OPTIMIZERS, Kernel, step_kernels
+from profiler.bandwidth.kernels import OPTIMIZERS, Kernel, nhwc_convolutions, step_kernels
 from profiler.bandwidth.records import CATEGORIES, BandwidthResult, LayerTiming
 from profiler.bandwidth.runner import category
 from profiler.bandwidth.timemodel import (
     CALIBRATION_FILE,
     CLASSES,
     COEFFICIENTS,
+    EFFICIENCY_CLASS,
     FLOOR,
     HOST_BACKWARD,
     HOST_FORWARD,
+    HOST_INFERENCE,
     STREAM_CLASS,
+    TILE,
     Calibration,
     committed_calibration,
     host_seconds,
@@ -38,9 +41,9 @@ from profiler.bandwidth.timemodel import (
     simulate_steps,
     step_bound,
 )
+from profiler.catalogue import DEFAULT_GPU, GpuSpec, Precision, datasheet_for, gpu_spec
 from profiler.counting import ModelStats, count_model, dynamo_import_skipped
 from profiler.errors import ProfilerError
-from profiler.gpus import DEFAULT_GPU, GpuSpec, Precision, datasheet_for, gpu_spec
 from profiler.kinds import LOSS_ROW, OPTIMIZER_ROW, ROOT_ROW, Bound, Mode, OpClass, Phase, Source
 from profiler.models import build, resolve
 from profiler.models.loading import ForwardFailed, explain
@@ -48,19 +51,22 @@ from profiler.scopes import named_modules
 
 #: The ``--dtype`` choices (parameters, activations and input all in that dtype).
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
-#: PyTorch's defaults, which the roofs assume (see :meth:`profiler.gpus.GpuSpec.roof`).
+#: PyTorch's defaults, which the roofs assume (see :meth:`profiler.catalogue.GpuSpec.roof`).
 DEFAULT_SETTINGS = {"float32_matmul_precision": "highest", "cudnn_allow_tf32": True, "cudnn_benchmark": False}
 OPTIMIZER_TYPES = {"sgd": "SGD", "sgd-momentum": "SGD (momentum 0.9)", "adam": "Adam"}
 HOST_ASSUMPTION = ("the host is as fast as the one the host costs were fitted on (the machine of the measurements "
-                   "named in fitted_on): every op call costs it a fixed time, views included, one cost in forward "
-                   "and one in backward; a kernel starts once its call is made and the previous kernel is done")
+                   "named in fitted_on): every op call of the eager step costs it a fixed time, views included, one "
+                   "cost for calls autograd does not record (inference, the optimizer), one for a training step's "
+                   "forward calls and one for backward; a kernel starts once its call is made and the previous "
+                   "kernel is done")
 
 
 def predicted_basis(gpu: GpuSpec) -> str:
     """What a predicted row's time is."""
-    return (f"predicted kernel time on {gpu.name} (no GPU ran): per kernel max(FLOPs ÷ (efficiency × compute roof), "
-            "bytes ÷ (efficiency × DRAM bandwidth)) + a floor, datasheet roofs, efficiencies fitted on committed "
-            "measurements (profiler/bandwidth/timemodel.py)")
+    return (f"predicted kernel time on {gpu.name} (no GPU ran): per kernel max(FLOPs ÷ (efficiency × wave share × "
+            "compute roof), bytes ÷ (efficiency × streaming bandwidth)) + a floor; datasheet compute roofs, the "
+            "datasheet DRAM bandwidth scaled by the copy bandwidth measured on the reference card, efficiencies "
+            "fitted on committed measurements (profiler/bandwidth/timemodel.py)")
 
 
 def _check(dtype: str, optimizer: str) -> None:
@@ -70,14 +76,15 @@ def _check(dtype: str, optimizer: str) -> None:
         raise ProfilerError(f"unknown optimizer '{optimizer}': choose one of {', '.join(OPTIMIZERS)}")
 
 
-def config_kernels(name: str, size: int, batch: int, train: bool, dtype: str = "float32", optimizer: str = "sgd",
-                   channels: int | None = None, classes: int | None = None) -> list[Kernel]:
-    """The kernels of one step of a configuration (:func:`~profiler.bandwidth.kernels.step_kernels`)."""
+def config_kernels(name: str, size: int, batch: int, train: bool, gpu: GpuSpec, dtype: str = "float32",
+                   optimizer: str = "sgd", channels: int | None = None, classes: int | None = None) -> list[Kernel]:
+    """The kernels of one step of a configuration on ``gpu`` (:func:`~profiler.bandwidth.kernels.step_kernels`)."""
     _check(dtype, optimizer)
     spec = resolve(name)
     model = build(spec, size, channels, classes)
     try:
-        return step_kernels(model, spec.input_shape(batch, size, channels), train, getattr(torch, dtype), optimizer)
+        return step_kernels(model, spec.input_shape(batch, size, channels), train, getattr(torch, dtype), optimizer,
+                            nhwc_convolutions(gpu, dtype))
     except ForwardFailed as failure:
         raise explain(spec, size, channels, classes, failure) from None
 
@@ -117,11 +124,10 @@ def predict_step(model_name: str, size: int, batch: int = 128, train: bool = Fal
                          f"configuration predicted ({shape} {Mode.of(train)} {dtype})")
     try:
         stats = counted if counted is not None else count_model(model, shape, name=spec.name, train=train,
-                                                                dtype=getattr(torch, dtype))
-        kernels = step_kernels(model, shape, train, getattr(torch, dtype), optimizer)
+                                                                dtype=getattr(torch, dtype), model_source=spec.source)
+        kernels = step_kernels(model, shape, train, getattr(torch, dtype), optimizer, nhwc_convolutions(card, dtype))
     except ForwardFailed as failure:
         raise explain(spec, size, channels, classes, failure) from None
-    stats.source = spec.source
     modules = named_modules(model)
     if train:
         modules[LOSS_ROW] = torch.nn.CrossEntropyLoss()
@@ -171,8 +177,8 @@ def _layer(name: str, type_: str, category_: str, time: _RowTime, flops: int | N
 def _result(stats: ModelStats, modules: dict[str, torch.nn.Module], kernels: list[Kernel], card: GpuSpec,
             dtype: str, optimizer: str | None, calibration: Calibration) -> BandwidthResult:
     coefficients = calibration.vector()
-    arrays = pack([(kernels, card, dtype)])
-    kernel_s, compute_bound = kernel_seconds(arrays, card.bandwidth_bytes_per_s, coefficients)
+    arrays = pack([(kernels, card, dtype)], calibration.copy)
+    kernel_s, compute_bound = kernel_seconds(arrays, coefficients)
     host_s = host_seconds(arrays, coefficients)
     simulated = simulate_steps(arrays.starts, kernel_s, host_s)
     times = _row_times(kernels, kernel_s, compute_bound, card, dtype)
@@ -204,13 +210,14 @@ def _result(stats: ModelStats, modules: dict[str, torch.nn.Module], kernels: lis
     if roof_precision(card, dtype, OpClass.MATMUL) is Precision.FP32 and dtype != "float32":
         notes.append(f"{card.name} has no {dtype} tensor cores: its {dtype} products run on the FP32 roof")
     return BandwidthResult(
-        model=stats.model, source=Source.PREDICTED, model_source=stats.source, input_shape=tuple(stats.input_shape),
+        model=stats.model, source=Source.PREDICTED, model_source=stats.model_source,
+        input_shape=tuple(stats.input_shape),
         mode=stats.mode, dtype=dtype, device_kind="cuda", device_name=card.name, time_basis=predicted_basis(card),
         warmup=None, timed_steps=None, steps=None, step_ms=step_ms, profiled_step_ms=None,
         profiled_mean_step_ms=None, overhead_percent=None, attributed_ms=busy_ms, idle_ms=step_ms - busy_ms,
         flops=totals.flops, bytes=totals.bytes, step_flops_per_s=totals.flops / (step_ms / 1e3),
         step_bytes_per_s=totals.bytes / (step_ms / 1e3), layers=rows, shares=shares, peaks=None,
-        peaks_source=f"datasheet of {card.name} (profiler/gpus.py)", datasheet=datasheet_for(card.name), nvml=None,
+        peaks_source=f"datasheet of {card.name} (profiler/catalogue.py)", datasheet=datasheet_for(card.name), nvml=None,
         settings=dict(DEFAULT_SETTINGS),
         provenance={"time_model": "profiler/bandwidth/timemodel.py",
                     "coefficients": f"profiler/bandwidth/{CALIBRATION_FILE.name}", "fitted": calibration.date},
@@ -219,21 +226,31 @@ def _result(stats: ModelStats, modules: dict[str, torch.nn.Module], kernels: lis
 
 
 def assumptions(card: GpuSpec, dtype: str, calibration: Calibration, kernels: int, host_calls: int) -> dict:
-    """What a prediction rests on: per op class the roof and its efficiency, the floor and host costs, with the
-    data and method they were fitted by."""
+    """What a prediction rests on: per op class the roof and its efficiency, the streaming bandwidth, the GEMM tiles
+    and SMs of the wave share, the layout transforms, the floor and host costs, with the data and method they were
+    fitted by."""
     values = calibration.values
     stream = values[f"e_{STREAM_CLASS}"]
     roofs = {}
     for op_class in CLASSES:
         precision = roof_precision(card, dtype, op_class)
+        own = values[f"e_{EFFICIENCY_CLASS[op_class]}"]
         roofs[str(op_class)] = {
             "compute_roof": str(precision) if precision is not None else None,
             "compute_flops_per_s": card.peak(precision) if precision is not None else None,
-            "compute_efficiency": values[f"e_{op_class}"] if op_class.on_compute_roof else None,
-            "bandwidth_efficiency": stream if op_class.on_compute_roof else values[f"e_{op_class}"]}
+            "compute_efficiency": own if op_class.on_compute_roof else None,
+            "bandwidth_efficiency": stream if op_class.on_compute_roof else own}
+    copy = calibration.copy
     return {"gpu": card.key, "bandwidth_bytes_per_s": card.bandwidth_bytes_per_s,
-            "bandwidth_source": card.sources["bandwidth_bytes_per_s"], "roofs": roofs,
+            "bandwidth_source": card.sources["bandwidth_bytes_per_s"],
+            "streaming_bandwidth_bytes_per_s": copy.bandwidth(card),
+            "streaming_bandwidth_source": f"datasheet × {copy.share:.3f}, the share a device-to-device copy reached "
+                                          f"on the {copy.card} ({copy.source}); assumed the same on every card",
+            "roofs": roofs,
+            "gemm_tile": list(TILE), "sm_count": card.sm_count, "sm_count_source": card.sources["sm_count"],
+            "layout_transforms": nhwc_convolutions(card, dtype),
             "kernel_floor_us": values[COEFFICIENTS[FLOOR].name],
+            "host_inference_call_us": values[COEFFICIENTS[HOST_INFERENCE].name],
             "host_forward_call_us": values[COEFFICIENTS[HOST_FORWARD].name],
             "host_backward_call_us": values[COEFFICIENTS[HOST_BACKWARD].name],
             "host": HOST_ASSUMPTION, "pytorch_settings": dict(DEFAULT_SETTINGS), "kernels": kernels,

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from profiler.bandwidth.peaks import device_peaks
+from profiler.bandwidth.peaks import beyond_roof_notes, device_peaks
 from profiler.bandwidth.records import CATEGORIES, BandwidthResult, DevicePeaks, LayerTiming
 from profiler.bandwidth.timing import (
     STEP_RANGE,
@@ -40,12 +40,12 @@ from profiler.bandwidth.timing import (
     kernel_times,
     trace_events,
 )
+from profiler.catalogue import datasheet_for, gpu_for_device
 from profiler.counting import ModelStats, count_model
-from profiler.device import cpu_threads, resolve_device
+from profiler.device import cpu_threads, quiet_torch_profiler, resolve_device
 from profiler.device import provenance as device_provenance
 from profiler.device.nvml import NvmlSampler, NvmlSummary
 from profiler.errors import EXIT_OUT_OF_MEMORY, ProfilerError
-from profiler.gpus import datasheet_for, gpu_for_device
 from profiler.kinds import LOSS_ROW, OPTIMIZER_ROW, OTHER_ROW, ROOT_ROW, Source
 from profiler.models import ModelSpec, build, resolve
 from profiler.models.loading import ForwardFailed, explain, output_classes, to_device
@@ -65,23 +65,24 @@ GPU_BASIS = ("CUDA kernel time (torch.profiler, CUPTI): each kernel charged to t
 def run_bandwidth(names: Sequence[str], sizes: Sequence[int] | None, batch: int = 128, channels: int | None = None,
                   classes: int | None = None, train: bool = False, steps: int = 20, warmup: int = 5,
                   device: str | None = None, peaks_path: Path | None = None,
-                  min_profiled_s: float = 0.0) -> list[BandwidthResult]:
+                  min_profiled_s: float = 0.0, optimizer: str = "sgd", dtype: str = "float32",
+                  remeasure_peaks: bool = False) -> list[BandwidthResult]:
     """Profile every (model, size) pair (sizes default to each model's own) on ``device`` (see the module
     docstring). Device peaks come from the cache at ``peaks_path`` (default: :func:`~profiler.bandwidth.peaks.
-    cache_file`) or are measured first. ``min_profiled_s`` stretches the profiled phase to at least that long (up
-    to ten times ``steps``) so that NVML's samples cover enough time."""
+    cache_file`) or are measured first (always, with ``remeasure_peaks``). ``min_profiled_s`` stretches the
+    profiled phase to at least that long (up to ten times ``steps``) so that NVML's samples cover enough time.
+    ``optimizer`` and ``dtype`` shape the step (:mod:`profiler.step`)."""
     where = resolve_device(device, "time")
     specs = [resolve(name) for name in names]
     if where == "cpu":
         sys.stderr.write(f"profiler: timing on the CPU ({cpu_threads()}): CPU figures only, no "
                          f"GPU figure; {warmup} + 2 × {steps} steps at batch {batch} (lower --batch or --steps if "
                          "this is slow)\n")
-    os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # kineto's start/stop chatter on stderr; our errors are our own
     dev = torch.device("cuda", torch.cuda.current_device()) if where == "cuda" else torch.device("cpu")
     provenance = device_provenance(dev, detailed=True)
-    peaks, peaks_source = device_peaks(dev, provenance["device"], provenance, peaks_path)
+    peaks, peaks_source = device_peaks(dev, provenance["device"], provenance, peaks_path, remeasure_peaks)
     return [profile_config(spec, size, batch, channels, classes, train, steps, warmup, dev, peaks, peaks_source,
-                           provenance, min_profiled_s)
+                           provenance, min_profiled_s, optimizer=optimizer, dtype=dtype)
             for spec in specs for size in sizes or [spec.default_size]]
 
 
@@ -118,19 +119,22 @@ def category(module: nn.Module | None) -> str:
 
 def profile_config(spec: ModelSpec, size: int, batch: int, channels: int | None, classes: int | None, train: bool,
                    steps: int, warmup: int, device: torch.device, peaks: DevicePeaks, peaks_source: str,
-                   provenance: dict[str, Any], min_profiled_s: float = 0.0) -> BandwidthResult:
+                   provenance: dict[str, Any], min_profiled_s: float = 0.0, optimizer: str = "sgd",
+                   dtype: str = "float32") -> BandwidthResult:
     """One configuration: count, run, attribute, and derive the per-layer rates (module docstring)."""
+    config = StepConfig.make(train, optimizer, dtype)
     shape = spec.input_shape(batch, size, channels)
     meta = build(spec, size, channels, classes)
     try:
-        stats = count_model(meta, shape, name=spec.name, train=train)
+        stats = count_model(meta, shape, name=spec.name, train=train, dtype=config.torch_dtype,
+                            model_source=spec.source)
         num_classes = output_classes(meta, spec.input_shape(1, size, channels))
     except ForwardFailed as failure:
         raise explain(spec, size, channels, classes, failure) from None
     what = f"{spec.name} at {list(shape)} ({'training' if train else 'inference'})"
     free, total = memory_state(device)
     try:
-        measured = _measure(meta, shape, num_classes, train, steps, warmup, device, min_profiled_s)
+        measured = _measure(meta, shape, num_classes, config, steps, warmup, device, min_profiled_s)
     except torch.cuda.OutOfMemoryError as err:
         raise out_of_memory_error(what, str(err), "GPU", held_bytes(device), free, total) from None
     except RuntimeError as err:
@@ -140,8 +144,7 @@ def profile_config(spec: ModelSpec, size: int, batch: int, channels: int | None,
     if device.type == "cuda" and not measured.attribution.device_events:
         raise ProfilerError("torch.profiler recorded no GPU kernels: CUPTI is missing or taken by another profiler "
                             "(Nsight Systems/Compute); run without the other profiler, or use --device cpu")
-    stats.source = spec.source
-    return _result(stats, measured, steps, warmup, device, peaks, peaks_source, provenance)
+    return _result(stats, measured, steps, warmup, device, peaks, peaks_source, provenance, config)
 
 
 #: What PyTorch's CPU allocator says when host memory runs out (a RuntimeError, not an OutOfMemoryError).
@@ -217,6 +220,19 @@ def _time_steps(step: Callable[[], None], device: torch.device, steps: int, min_
     return [(end - begin) * 1e3 for begin, end in marks]
 
 
+def step_spread_percent(*step_times_ms: list[float]) -> float | None:
+    """How much step times vary, in % of the median of the first list: the larger interquartile range (inclusive
+    quartiles) of the lists given (None when one has fewer than 2 steps). A profiler overhead smaller than this
+    cannot be told apart from the variation between steps."""
+    if any(len(times) < 2 for times in step_times_ms):
+        return None
+    ranges = []
+    for times in step_times_ms:
+        first, _, third = statistics.quantiles(times, n=4, method="inclusive")
+        ranges.append(third - first)
+    return 100 * max(ranges) / statistics.median(step_times_ms[0])
+
+
 @dataclass
 class _Measured:
     step_ms: list[float]
@@ -226,15 +242,16 @@ class _Measured:
     modules: dict[str, nn.Module]
 
 
-def _measure(meta: nn.Module, shape: tuple[int, ...], num_classes: int, train: bool, steps: int, warmup: int,
+def _measure(meta: nn.Module, shape: tuple[int, ...], num_classes: int, config: StepConfig, steps: int, warmup: int,
              device: torch.device, min_profiled_s: float) -> _Measured:
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    step = _real_step(meta, shape, num_classes, StepConfig.make(train), device)
+    quiet_torch_profiler()
+    step = _real_step(meta, shape, num_classes, config, device)
     for _ in range(warmup):
         step.run()
     step_ms = _time_steps(step.run, device, steps)
-    ranges = LayerRanges(_row_modules(step), track_backward=train)
+    ranges = LayerRanges(_row_modules(step), track_backward=config.train)
 
     def profiled_step() -> None:
         with record_function(STEP_RANGE):
@@ -255,12 +272,12 @@ def _measure(meta: nn.Module, shape: tuple[int, ...], num_classes: int, train: b
 
 
 def _result(stats: ModelStats, measured: _Measured, steps: int, warmup: int, device: torch.device,
-            peaks: DevicePeaks, peaks_source: str, provenance: dict[str, Any]) -> BandwidthResult:
+            peaks: DevicePeaks, peaks_source: str, provenance: dict[str, Any], config: StepConfig) -> BandwidthResult:
     cuda = device.type == "cuda"
     profiled_steps = len(measured.profiled_ms)
     numerics = settings()
     rows = _rows(stats, measured.modules, measured.attribution, profiled_steps, peaks,
-                 numerics if cuda else None)
+                 numerics if cuda else None, "Adam" if config.optimizer == Optimizer.ADAM else "SGD")
     attributed = sum(r.ms_per_step for r in rows)
     shares = {c: sum(r.ms_per_step for r in rows if r.category == c) / attributed if attributed else 0.0
               for c in CATEGORIES}
@@ -272,19 +289,22 @@ def _result(stats: ModelStats, measured: _Measured, steps: int, warmup: int, dev
     idle = max(mean_profiled - measured.attribution.busy_ns / profiled_steps / 1e6, 0.0) if cuda else None
     totals = stats.totals
     notes = []
-    if stats.mode == "train":
-        notes.append(f"training step = forward + cross-entropy loss + backward + {optimizer_words(Optimizer.SGD)}; "
+    if config.train:
+        notes.append(f"training step = forward + cross-entropy loss + backward + {optimizer_words(config.optimizer)}; "
                      "the static counts cover forward, loss and backward, not the update")
     if profiled_steps != steps:
         notes.append(f"profiled {profiled_steps} steps (not {steps}) so that the sampled window lasts long enough")
+    notes += beyond_roof_notes(rows, cuda)
     card = gpu_for_device(provenance["device"]) if cuda else None
     return BandwidthResult(
-        model=stats.model, source=Source.MEASURED, model_source=stats.source, input_shape=tuple(stats.input_shape),
+        model=stats.model, source=Source.MEASURED, model_source=stats.model_source,
+        input_shape=tuple(stats.input_shape),
         mode=stats.mode, dtype=stats.dtype, device_kind=device.type, device_name=provenance["device"],
         time_basis=GPU_BASIS if cuda else CPU_BASIS, warmup=warmup, timed_steps=len(measured.step_ms),
         steps=profiled_steps, step_ms=step_ms,
         profiled_step_ms=profiled_step_ms, profiled_mean_step_ms=mean_profiled,
         overhead_percent=100 * (profiled_step_ms / step_ms - 1) if step_ms else 0.0,
+        step_spread_percent=step_spread_percent(measured.step_ms, measured.profiled_ms),
         attributed_ms=attributed, idle_ms=idle, flops=totals.flops, bytes=totals.bytes,
         step_flops_per_s=rate_per_s(totals.flops, step_ms), step_bytes_per_s=rate_per_s(totals.bytes, step_ms),
         layers=rows,
@@ -292,12 +312,12 @@ def _result(stats: ModelStats, measured: _Measured, steps: int, warmup: int, dev
         datasheet=datasheet_for(provenance["device"]) if cuda else None, nvml=measured.nvml,
         settings=numerics if cuda else {"cpu_threads": numerics["cpu_threads"]},
         provenance=provenance, notes=notes, gpu=card.key if card else None,
-        optimizer="sgd" if stats.mode == "train" else None,
+        optimizer=config.optimizer if config.train else None,
         busy_ms=measured.attribution.busy_ns / profiled_steps / 1e6 if cuda else None)
 
 
 def _rows(stats: ModelStats, modules: dict[str, nn.Module], attribution: Attribution, steps: int,
-          peaks: DevicePeaks, numerics: dict[str, Any] | None) -> list[LayerTiming]:
+          peaks: DevicePeaks, numerics: dict[str, Any] | None, optimizer_type: str) -> list[LayerTiming]:
     """The counter's rows in its order with their measured times, then ``(optimizer)`` and ``(other)``: time in
     ranges that have no row of their own (containers without ops of their own, unattributed time)."""
     ms: dict[str, dict[str, float]] = {}
@@ -316,7 +336,7 @@ def _rows(stats: ModelStats, modules: dict[str, nn.Module], attribution: Attribu
         rows.append(row)
     optimizer = ms.pop(OPTIMIZER_ROW, None)
     if optimizer is not None:
-        rows.append(LayerTiming(name=OPTIMIZER_ROW, type="SGD", category="other",
+        rows.append(LayerTiming(name=OPTIMIZER_ROW, type=optimizer_type, category="other",
                                 ms_per_step=sum(optimizer.values())))
     rest = sum(sum(phases.values()) for phases in ms.values()) + attribution.unattributed_ns / steps / 1e6
     rows.append(LayerTiming(name=OTHER_ROW, type="-", category="other", ms_per_step=rest))

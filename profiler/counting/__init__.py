@@ -1,5 +1,7 @@
-"""Static cost analysis on meta tensors: per-op rules (:mod:`.rules`), per-layer attribution (:mod:`.counter`)."""
+"""Static cost analysis on meta tensors: per-op rules (:mod:`.rules`), per-layer attribution (:mod:`.counter`), every
+configuration of a command (:func:`count_configs`)."""
 
+from profiler.counting.configs import count_configs
 from profiler.counting.counter import count_model, dynamo_import_skipped
 from profiler.counting.layers import count_layer
 from profiler.counting.records import Counts, LayerStats, ModelStats
@@ -13,4 +15,4 @@ from profiler.counting.rules import (
 )
 
 __all__ = ["CONVENTIONS", "OTHER_OPS_CONVENTIONS", "Counts", "LayerStats", "ModelStats", "OpCost", "conventions",
-           "count_layer", "count_model", "dynamo_import_skipped", "op_cost", "other_ops_conventions"]
+           "count_configs", "count_layer", "count_model", "dynamo_import_skipped", "op_cost", "other_ops_conventions"]

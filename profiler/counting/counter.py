@@ -77,7 +77,7 @@ def dynamo_import_skipped() -> Iterator[None]:
 
 
 def count_model(model: nn.Module, input_shape: tuple[int, ...], name: str = "", train: bool = False,
-                depth: int | None = None, dtype: torch.dtype = torch.float32) -> ModelStats:
+                depth: int | None = None, dtype: torch.dtype = torch.float32, model_source: str = "") -> ModelStats:
     """Per-layer MACs, other ops and bytes of ``model`` (on the meta device, lazy layers already sized).
 
     One step of the protocol (:mod:`profiler.step`): inference, or a training step's forward, cross-entropy loss (row
@@ -112,7 +112,7 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...], name: str = "", 
                        params=params, param_bytes=_storage_bytes(model.parameters()), layers=layers + unused,
                        notes=notes,
                        uncounted_ops=dict(sorted(mode.uncounted.items())), phases=mode.phases if train else {},
-                       dtype=str(dtype).removeprefix("torch."),
+                       dtype=str(dtype).removeprefix("torch."), model_source=model_source,
                        modules={key: (type(module).__name__, scopes.output_shapes.get(key))
                                 for key, module in modules.items() if key})
     return fold(stats, depth) if depth is not None else stats

@@ -5,6 +5,7 @@ over time)."""
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 from enum import Enum
 from types import ModuleType
@@ -12,9 +13,9 @@ from typing import Any
 
 import torch
 
+from profiler.catalogue import GpuSpec, gpu_for_device
 from profiler.device.nvml import load_pynvml, why
 from profiler.errors import ProfilerError
-from profiler.gpus import GpuSpec, gpu_for_device
 
 
 class DeviceKind(str, Enum):
@@ -81,6 +82,16 @@ def nvml_used_bytes(index: int) -> tuple[int | None, str | None]:
             nvml.nvmlShutdown()
     except Exception as err:
         return None, f"NVML unavailable: {err}"
+
+
+def quiet_torch_profiler() -> None:
+    """Keep the torch profiler's native library (kineto, inside libtorch_cpu) off stderr, so that a command's own
+    line stays the only one there: it logs its start and stop ("USDT: ... profiler_start"), and on a CUDA build of
+    torch without an NVIDIA driver an ERROR "gpuGetDeviceCount failed with code 35" (kineto's DeviceProperties.cpp
+    asks the CUDA runtime for the devices to describe in the trace; 35 is cudaErrorInsufficientDriver), though
+    nothing is wrong. Kineto reads ``KINETO_LOG_LEVEL`` when a profiler starts; 6 is above its highest level. A
+    level the user set is kept."""
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 
 def cpu_threads() -> str:

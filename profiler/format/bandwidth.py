@@ -7,29 +7,15 @@ scaling: the records carry the rates and fractions.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any
 
 from profiler.bandwidth.records import CATEGORIES, BandwidthResult, LayerTiming
-from profiler.counting import conventions
 from profiler.device import DeviceKind
 from profiler.device.nvml import MetricSummary
 from profiler.format.output import render_table, to_csv, to_json
 from profiler.kinds import OPTIMIZER_ROW, OTHER_ROW, Mode
 from profiler.util.units import binary_unit, decimal_unit, fmt_scaled, human_bytes, shape_str
-
-CONVENTION = ("FLOPs and bytes are the static counts of the same step (python -m profiler flops); achieved FLOP/s "
-              "and bytes/s = counted ÷ measured time; % of peak = achieved ÷ the device's measured peak; a layer is "
-              "memory-bound when its intensity (FLOP/B) lies below the ridge point (compute peak ÷ copy bandwidth). "
-              "Counted bytes assume every tensor crosses DRAM, so a layer whose tensors stay in cache can show more "
-              "than the copy bandwidth")
-
-PREDICTED_CONVENTION = ("FLOPs and bytes are the static counts of the same step (python -m profiler flops); a row's "
-                        "time is its kernels' predicted time; achieved FLOP/s and bytes/s = counted ÷ predicted time; "
-                        "% of peak = achieved ÷ the card's datasheet roof; a row is compute- or memory-bound by "
-                        "which kind of kernel takes more of its predicted time")
 
 NVML_LABELS = {"used_memory_bytes": "used memory", "gpu_util_percent": "GPU utilization",
                "memory_util_percent": "memory-controller utilization",
@@ -39,12 +25,7 @@ NVML_LABELS = {"used_memory_bytes": "used memory", "gpu_util_percent": "GPU util
 def headline(result: BandwidthResult) -> str:
     """"measured on <GPU> (CUDA)", "measured on CPU (...) — CPU figures only" or "predicted for <GPU> (<key>) — no
     GPU ran", then model, input, mode, and the steps profiled or the optimizer and bound predicted."""
-    if result.predicted:
-        where = f"predicted for {result.device_name} ({result.gpu}) — no GPU ran"
-    elif result.device_kind == DeviceKind.CUDA:
-        where = f"measured on {result.device_name} (CUDA)"
-    else:
-        where = f"measured on {result.device_name} — CPU figures only, no GPU figure"
+    where = result.where
     source = f" ({result.model_source})" if result.model_source else ""
     mode = Mode(result.mode).words
     how = (f"{result.optimizer + ' · ' if result.optimizer else ''}{result.bound}-bound" if result.predicted else
@@ -110,15 +91,20 @@ def _model_lines(result: BandwidthResult) -> list[str]:
             classes.append(f"{op_class} {100 * roof['compute_efficiency']:.0f} % of {roof['compute_roof']} "
                            f"{_tera(roof['compute_flops_per_s'], 'FLOP/s')}")
         else:
-            classes.append(f"{op_class} {100 * roof['bandwidth_efficiency']:.0f} % of the bandwidth")
+            classes.append(f"{op_class} {100 * roof['bandwidth_efficiency']:.0f} % of the streaming bandwidth")
     stream = next((r["bandwidth_efficiency"] for r in a.get("roofs", {}).values() if r["compute_roof"]), None)
     fitted = [f for f in a.get("fitted_on", []) if f.startswith("reports/")]
     errors = a.get("fit_errors", {})
-    return [f"roofs: datasheet of {result.device_name}, DRAM {_tera(a.get('bandwidth_bytes_per_s'), 'B/s')}; "
+    return [f"roofs: datasheet of {result.device_name}, DRAM {_tera(a.get('bandwidth_bytes_per_s'), 'B/s')} "
+            f"streamed at {_tera(a.get('streaming_bandwidth_bytes_per_s'), 'B/s')} (a copy's measured share); "
             f"efficiency per op class: {' · '.join(classes)}"
-            + (f" (their bytes at {100 * stream:.0f} % of the bandwidth)" if stream is not None else ""),
-            f"per kernel a floor of {a.get('kernel_floor_us', 0):.2f} µs; host {a.get('host_forward_call_us', 0):.1f} "
-            f"µs per forward op call, {a.get('host_backward_call_us', 0):.1f} µs per backward op call "
+            + (f" (their bytes at {100 * stream:.0f} % of the streaming bandwidth)" if stream is not None else "")
+            + f"; GEMM output tiles {'×'.join(map(str, a.get('gemm_tile', [])))} in waves over {a.get('sm_count')} SMs"
+            + ("; cuDNN layout transforms to channels-last" if a.get("layout_transforms") else ""),
+            f"per kernel a floor of {a.get('kernel_floor_us', 0):.2f} µs; host "
+            f"{a.get('host_inference_call_us', 0):.1f} µs per unrecorded op call (inference, optimizer), "
+            f"{a.get('host_forward_call_us', 0):.1f} µs per training forward op call, "
+            f"{a.get('host_backward_call_us', 0):.1f} µs per backward op call "
             f"({a.get('host_calls')} calls, {a.get('kernels')} kernels); {a.get('host', '')}",
             f"coefficients fitted on {', '.join(fitted) or 'nothing'} ({a.get('fitted')}); leave-one-model-out step "
             f"error {errors.get('lomo_mean_percent', '?')} % mean, {errors.get('lomo_max_percent', '?')} % worst; "
@@ -130,15 +116,15 @@ def _peaks_line(result: BandwidthResult) -> list[str]:
     if result.predicted:
         return _model_lines(result)
     if result.device_kind != DeviceKind.CUDA:
-        return [f"CPU peaks ({result.peaks_source}): copy {_tera(p.copy_bytes_per_s, 'B/s')} (read + write), "
-                f"FP32 matmul {_tera(p.fp32_flops_per_s, 'FLOP/s')}; ridge point {p.fp32_ridge:.1f} FLOP/B — "
-                f"{p.method}"]
+        return [f"CPU peaks (measured): copy {_tera(p.copy_bytes_per_s, 'B/s')} (read + write), FP32 "
+                f"{_tera(p.fp32_flops_per_s, 'FLOP/s')} (the best of convolutions and matmuls); ridge point "
+                f"{p.fp32_ridge:.1f} FLOP/B — {p.method}"]
 
     def beside(measured: float | None, published: float | None, unit: str) -> str:
         text = _tera(measured, unit)
         return f"{text} (datasheet {_tera(published, unit)})" if published else text
 
-    lines = [f"peaks of this GPU ({result.peaks_source}): copy "
+    lines = ["peaks of this GPU (measured): copy "
              f"{beside(p.copy_bytes_per_s, sheet and sheet.bytes_per_s, 'B/s')} read + write · FP32 matmul "
              f"{beside(p.fp32_flops_per_s, sheet and sheet.fp32_flops_per_s, 'FLOP/s')} · TF32 matmul "
              f"{beside(p.tf32_flops_per_s, sheet and sheet.tf32_flops_per_s, 'FLOP/s')} · convolution (cuDNN) "
@@ -172,6 +158,25 @@ def _nvml_lines(result: BandwidthResult) -> list[str]:
     return [head + " · ".join(_metric(k, m) for k, m in nvml.metrics.items()), *nvml.notes]
 
 
+def _overhead(result: BandwidthResult) -> str:
+    """The profiler's overhead in words: a cost, within noise, or negative beyond noise (the load changed)."""
+    overhead = f"profiler overhead {result.overhead_percent:+.1f} %"
+    if result.step_spread_percent is None:
+        return f"{overhead} (too few steps to tell it from noise: raise --steps)"
+    spread = f"the step times' spread ({result.step_spread_percent:.1f} %, interquartile range)"
+    if result.overhead_within_noise:
+        return f"{overhead}, within noise: smaller than {spread}"
+    if result.overhead_percent < 0:
+        return (f"{overhead}: the profiled steps ran faster than the unprofiled ones by more than {spread}; the "
+                "machine's load or clock changed during the run: run again on a quiet machine")
+    return f"{overhead}, beyond {spread}"
+
+
+def _source_line(result: BandwidthResult) -> list[str]:
+    """Where a measured run's device peaks came from (measured now, or reused from the cache), under the headline."""
+    return [] if result.predicted else [f"device peaks {result.peaks_source}"]
+
+
 def _timing_lines(result: BandwidthResult) -> list[str]:
     """The step time and what the rows add up to."""
     cuda = result.device_kind == DeviceKind.CUDA
@@ -182,7 +187,7 @@ def _timing_lines(result: BandwidthResult) -> list[str]:
     timer = "CUDA events" if cuda else "perf_counter"
     lines = [f"step time {result.step_ms:.3f} ms (median of {result.timed_steps}, {timer}, no profiler) · "
              f"{result.profiled_step_ms:.3f} ms profiled (layer ranges + torch.profiler"
-             f"{' + NVML sampling' if cuda else ''}): profiler overhead {result.overhead_percent:+.1f} %"]
+             f"{' + NVML sampling' if cuda else ''}): {_overhead(result)}"]
     other = next((r.ms_per_step for r in result.layers if r.name == OTHER_ROW), 0.0)
     if cuda:
         lines.append(f"kernel time {result.attributed_ms:.3f} ms per profiled step ((other): {other:.3f} ms of "
@@ -196,7 +201,7 @@ def _timing_lines(result: BandwidthResult) -> list[str]:
 
 
 def _footer(result: BandwidthResult) -> list[str]:
-    cuda = result.device_kind == "cuda"
+    cuda = result.device_kind == DeviceKind.CUDA
     lines = _timing_lines(result)
     lines.append("share of time by layer type (the layer's module class): "
                  + " · ".join(f"{c} {100 * result.shares.get(c, 0.0):.1f} %" for c in CATEGORIES))
@@ -219,7 +224,7 @@ def _footer(result: BandwidthResult) -> list[str]:
                      f"cudnn.benchmark={s['cudnn_benchmark']}; each layer is compared with its roof (column roof)")
     lines.append(f"time: {result.time_basis}")
     lines += [f"note: {note}" for note in result.notes]
-    lines.append(f"convention: {PREDICTED_CONVENTION if result.predicted else CONVENTION}")
+    lines.append(f"convention: {result.convention}")
     prov = result.provenance
     if result.predicted:
         lines.append(f"provenance: predicted by {prov.get('time_model')} with {prov.get('coefficients')} (fitted "
@@ -249,8 +254,8 @@ def _summary(results: Sequence[BandwidthResult], fmt: str) -> str:
 def format_bandwidth(results: Sequence[BandwidthResult], fmt: str) -> str:
     """Render bandwidth results as ``fmt`` (table, markdown, json, csv)."""
     if fmt == "json":
-        objs = [bandwidth_json(r) for r in results]
-        return to_json(objs[0] if len(objs) == 1 else objs)
+        objs = [r.to_dict() for r in results]
+        return to_json(objs)
     if fmt == "csv":
         return to_csv(CSV_HEADERS, [row for r in results for row in _csv_rows(r)])
     blocks = []
@@ -259,34 +264,15 @@ def format_bandwidth(results: Sequence[BandwidthResult], fmt: str) -> str:
         footer = _footer(result)
         if fmt == "markdown":
             footer = [f"- {line}" for line in footer]
-        blocks.append("\n".join([heading, "", _layer_table(result, fmt), "", *footer]))
+        source = _source_line(result)
+        if fmt == "markdown":
+            source = [f"_{line}_" for line in source]
+        blocks.append("\n".join([heading, *(["", *source] if fmt == "markdown" else source), "",
+                                 _layer_table(result, fmt), "", *footer]))
     if len(results) > 1:
         heading = "### Summary" if fmt == "markdown" else "Summary"
         blocks.append(f"{heading}\n\n{_summary(results, fmt)}")
     return "\n\n".join(blocks) + "\n"
-
-
-def _significant(obj: Any, digits: int = 6) -> Any:
-    """Floats rounded to ``digits`` significant digits, recursively (measurements carry no more)."""
-    if isinstance(obj, float):
-        return float(f"{obj:.{digits}g}") if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _significant(v, digits) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_significant(v, digits) for v in obj]
-    return obj
-
-
-def bandwidth_json(result: BandwidthResult) -> dict[str, Any]:
-    """The JSON object of one result: every field of the record (peaks, datasheet, NVML timeline, provenance
-    included), a ``measured_on`` line and the conventions."""
-    obj = asdict(result)
-    obj["input_shape"] = list(result.input_shape)
-    where = "predicted_for" if result.predicted else "measured_on"
-    head = {where: headline(result).split(" · ")[0],
-            "convention": PREDICTED_CONVENTION if result.predicted else CONVENTION,
-            "count_convention": conventions()}
-    return _significant({**head, **obj})
 
 
 CSV_HEADERS = ["model", "input_shape", "mode", "source", "device", "layer", "type", "category", "ms_per_step",

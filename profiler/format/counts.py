@@ -4,7 +4,6 @@ happens here beyond unit scaling."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from profiler.counting import Counts, LayerStats, ModelStats, conventions
 from profiler.format.output import render_table, to_csv, to_json
@@ -17,7 +16,7 @@ TRAIN_NOTE = ("training step = forward + cross-entropy loss + backward (weight a
 
 def title(stats: ModelStats) -> str:
     """One line naming the model, its source, input shape, dtype and mode."""
-    source = f" ({stats.source})" if stats.source else ""
+    source = f" ({stats.model_source})" if stats.model_source else ""
     return f"{stats.model}{source} · input {shape_str(stats.input_shape)} {stats.dtype} · {Mode(stats.mode).words}"
 
 
@@ -97,8 +96,8 @@ def _summary(results: Sequence[ModelStats], fmt: str, what: str) -> str:
 def format_stats(results: Sequence[ModelStats], fmt: str, what: str = "flops") -> str:
     """Render counting results as ``fmt`` (table, markdown, json, csv); ``what`` is "flops" or "params"."""
     if fmt == "json":
-        objs = [stats_json(s, what) for s in results]
-        return to_json(objs[0] if len(objs) == 1 else objs)
+        objs = [s.to_dict(what) for s in results]
+        return to_json(objs)
     if fmt == "csv":
         return _csv(results, what)
     blocks = []
@@ -113,37 +112,6 @@ def format_stats(results: Sequence[ModelStats], fmt: str, what: str = "flops") -
         heading = "### Summary" if fmt == "markdown" else "Summary"
         blocks.append(f"{heading}\n\n{_summary(results, fmt, what)}")
     return "\n\n".join(blocks) + "\n"
-
-
-def stats_json(stats: ModelStats, what: str = "flops") -> dict[str, Any]:
-    """The JSON object of one result (the schema in the README)."""
-    totals = stats.totals
-    obj: dict[str, Any] = {"model": stats.model, "input_shape": list(stats.input_shape), "mode": stats.mode,
-                           "dtype": stats.dtype}
-    if what == "params":
-        obj["totals"] = {"params": stats.params, "param_bytes": stats.param_bytes}
-        obj["layers"] = [{"name": layer.name, "type": layer.type, "kind": layer.kind,
-                          "output_shape": _shape(layer.output_shape), "params": layer.params}
-                         for layer in stats.layers]
-        obj["notes"] = list(stats.notes)
-        return obj
-    obj["convention"] = conventions()
-    obj["totals"] = {"params": stats.params, "macs": totals.macs, "flops": totals.flops,
-                     "other_ops": totals.other_ops, "bytes": totals.bytes}
-    if stats.phases:
-        obj["phases"] = {phase: {"macs": c.macs, "flops": c.flops, "other_ops": c.other_ops, "bytes": c.bytes}
-                         for phase, c in stats.phases.items()}
-    obj["layers"] = [{"name": layer.name, "type": layer.type, "kind": layer.kind,
-                      "output_shape": _shape(layer.output_shape), "params": layer.params, "macs": layer.macs,
-                      "flops": layer.flops, "other_ops": layer.other_ops, "bytes": layer.bytes,
-                      "intensity": round(layer.intensity, 4)} for layer in stats.layers]
-    obj["uncounted_ops"] = dict(stats.uncounted_ops)
-    obj["notes"] = list(stats.notes)
-    return obj
-
-
-def _shape(shape: tuple[int, ...] | None) -> list[int] | None:
-    return list(shape) if shape is not None else None
 
 
 def _csv(results: Sequence[ModelStats], what: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 from profiler.device import DeviceKind
 from profiler.format.output import render_table, to_csv, to_json
 from profiler.kinds import Mode, Phase, Source
-from profiler.memory.records import MemoryResult, Verdict
+from profiler.memory.records import VERDICT_FIELDS, MemoryResult, Verdict, verdict_fields
 from profiler.memory.trace import CATEGORIES
 from profiler.util.units import human_bytes, shape_str
 
@@ -51,13 +51,6 @@ def _verdict_rows(verdict: Verdict) -> list[list[str]]:
                      + (f"; measured peak reserved {'<=' if verdict.within_required else '>'} required" if ran
                         else "")])
     return rows
-
-
-def _verdict_notes(verdict: Verdict) -> list[str]:
-    return [f"fit verdict: m = {100 * verdict.reserved_margin:.1f} %: {verdict.reserved_margin_source}",
-            f"fit verdict: device overhead {human_bytes(verdict.device_overhead_bytes)}: "
-            f"{verdict.device_overhead_source}",
-            f"fit verdict: device total {human_bytes(verdict.device_total_bytes)}: {verdict.device_total_source}"]
 
 
 def _share(part: int | None, whole: int) -> str:
@@ -99,7 +92,7 @@ def _block(result: MemoryResult, fmt: str) -> str:
         top = sorted(result.layers.items(), key=lambda kv: -kv[1])[:TOP_LAYERS]
         lines += ["", f"layers that add the most memory in forward (top {len(top)} of {len(result.layers)}):", "",
                   render_table(["layer", "bytes left allocated"], [[n, human_bytes(b)] for n, b in top], fmt)]
-    notes = [*result.notes, *(_verdict_notes(result.verdict) if result.verdict is not None else [])]
+    notes = result.all_notes
     if notes:
         lines.append("")
     for note in notes:
@@ -110,8 +103,8 @@ def _block(result: MemoryResult, fmt: str) -> str:
 def format_memory(results: Sequence[MemoryResult], fmt: str) -> str:
     """Render memory results as ``fmt`` (table, markdown, json, csv)."""
     if fmt == "json":
-        objs = [memory_json(r) for r in results]
-        return to_json(objs[0] if len(objs) == 1 else objs)
+        objs = [r.to_dict() for r in results]
+        return to_json(objs)
     if fmt == "csv":
         return to_csv(CSV_HEADERS, [_csv_row(r) for r in results])
     blocks = [_block(r, fmt) for r in results]
@@ -125,37 +118,6 @@ def format_memory(results: Sequence[MemoryResult], fmt: str) -> str:
                                                          "peak allocated", "peak reserved", "fits (predicted)"],
                                                         rows, fmt))
     return "\n\n".join(blocks) + "\n"
-
-
-def memory_json(result: MemoryResult) -> dict[str, Any]:
-    """The JSON object of one result (the schema in the README)."""
-    return {
-        "model": result.model, "input_shape": list(result.input_shape), "mode": result.mode,
-        "source": result.source, "device": result.device, "optimizer": result.optimizer, "dtype": result.dtype,
-        "checkpoint": result.checkpoint, "out_of_memory": result.out_of_memory,
-        "peak_allocated_bytes": result.peak_allocated_bytes, "peak_reserved_bytes": result.peak_reserved_bytes,
-        "baseline_bytes": result.baseline_bytes, "breakdown": dict(result.breakdown), "phases": dict(result.phases),
-        "layers": [{"name": name, "activation_bytes": b} for name, b in result.layers.items()],
-        "nvml_used_bytes": result.nvml_used_bytes, "nvml_note": result.nvml_note,
-        **_verdict_json(result.verdict),
-        "provenance": dict(result.provenance),
-        "notes": [*result.notes, *(_verdict_notes(result.verdict) if result.verdict is not None else [])],
-    }
-
-
-def _verdict_json(verdict: Verdict | None) -> dict[str, Any]:
-    """The verdict's fields of the JSON object (all None for CPU measurements, which have no verdict)."""
-    if verdict is None:
-        return dict.fromkeys(VERDICT_FIELDS)
-    return {"required_bytes": verdict.required_bytes, "device_overhead_bytes": verdict.device_overhead_bytes,
-            "device_total_bytes": verdict.device_total_bytes, "fits": verdict.fits,
-            "margin_bytes": verdict.margin_bytes, "reserved_margin": verdict.reserved_margin,
-            "verdict_device": verdict.device, "verdict_held": verdict.held,
-            "measured_within_required": verdict.within_required}
-
-
-VERDICT_FIELDS = ("required_bytes", "device_overhead_bytes", "device_total_bytes", "fits", "margin_bytes",
-                  "reserved_margin", "verdict_device", "verdict_held", "measured_within_required")
 
 
 CSV_HEADERS = ["model", "input_shape", "mode", "source", "device", "optimizer", "dtype", "checkpoint",
@@ -172,4 +134,4 @@ def _csv_row(r: MemoryResult) -> list[Any]:
             r.out_of_memory, r.peak_allocated_bytes, r.peak_reserved_bytes, r.baseline_bytes,
             *(cell(r.breakdown.get(c)) for c in CATEGORIES),
             *(cell(r.phases.get(p)) for p in Phase), cell(r.nvml_used_bytes),
-            *(cell(v) for v in _verdict_json(r.verdict).values())]
+            *(cell(v) for v in verdict_fields(r.verdict).values())]

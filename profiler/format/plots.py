@@ -4,7 +4,8 @@ no pyplot state), so the CLI starts fast and works without a display.
 A roofline puts each layer at (counted FLOPs ÷ counted bytes, counted FLOPs ÷ measured time) on log-log axes, under
 the device's measured roofs: the copy bandwidth (a slope) and the compute peaks (flat). On a GPU the FP32 roof is the
 matmul with TF32 off and the TF32 roof the faster of the TF32 matmul and the convolution; datasheet roofs are drawn
-dashed beside them. On the CPU the roofs are the CPU's own measured copy and matmul rates, labelled CPU. A predicted
+dashed beside them. On the CPU the roofs are the CPU's own measured copy rate and the best of its convolution and
+matmul rates, labelled CPU. A predicted
 result (no GPU ran) is drawn at its predicted kernel times under the datasheet roofs the time model used.
 
 Every plot here and in the reports uses matplotlib's colour-blind-safe ``tableau-colorblind10`` palette
@@ -28,6 +29,8 @@ from profiler.util.units import decimal_unit, shape_str
 
 #: Resolution of every PNG drawn (the reports' figures included).
 DPI = 150
+#: Colours of a saved PNG's palette (:func:`png_bytes`).
+PNG_COLOURS = 256
 #: How many of the slowest drawn layers get their name written beside their point.
 LABELLED_LAYERS = 8
 #: Layer category → (index into :func:`palette`, marker).
@@ -70,10 +73,18 @@ def new_figure(width_in: float, height_in: float, margins_in: tuple[float, float
 
 
 def png_bytes(figure: Any) -> bytes:
-    """The figure as PNG bytes at :data:`DPI` (no timestamp or software tag: the same figure gives the same bytes)."""
+    """The figure as PNG bytes at :data:`DPI`, in :data:`PNG_COLOURS` palette colours (a third of the bytes of a
+    true-colour PNG, no visible loss on flat-coloured plots), without timestamp or software tag: the same figure gives
+    the same bytes."""
+    from PIL import Image  # matplotlib's own dependency
+
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
-    return buffer.getvalue()
+    image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    out = io.BytesIO()
+    image.quantize(colors=PNG_COLOURS, method=Image.Quantize.MEDIANCUT).save(out, format="png", optimize=True,
+                                                                           dpi=(DPI, DPI))
+    return out.getvalue()
 
 
 def subplots_grid(figure: Any, rows: int, columns: int) -> list[Any]:
@@ -158,7 +169,8 @@ def _roofs(result: BandwidthResult) -> list[tuple[str, str, float, float, str, s
     p, sheet, cpu = result.peaks, result.datasheet, result.device_kind != DeviceKind.CUDA
     where = "CPU, measured" if cpu else "measured"
     fp32 = _si(p.fp32_flops_per_s, "FLOP/s")
-    roofs = [(f"FP32 matmul {fp32} ({where})", f"FP32 {fp32}", p.fp32_flops_per_s, p.copy_bytes_per_s, "-",
+    kernel = "best of conv and matmul" if cpu else "matmul"
+    roofs = [(f"FP32 {kernel} {fp32} ({where})", f"FP32 {fp32}", p.fp32_flops_per_s, p.copy_bytes_per_s, "-",
               "black", True)]
     if p.tensor_core_flops_per_s is not None:
         tf32 = _si(p.tensor_core_flops_per_s, "FLOP/s")
@@ -223,8 +235,8 @@ def _draw(ax: Any, result: BandwidthResult) -> list[tuple[Any, float, float]]:
     ax.set_title(f"Roofline per layer · {result.model} · input {shape_str(result.input_shape)} · {mode}\n"
                  f"{where} {device}", fontsize=9)
     skipped = len(result.layers) - len(layers)
-    ax.text(0.99, 0.01, f"{len(layers)} layers drawn (area ∝ share of time); {skipped} rows without counted FLOPs, "
-                        "bytes or a time are not", transform=ax.transAxes, ha="right", va="bottom",
+    ax.text(0.99, 0.01, f"{len(layers)} layers drawn (area ∝ share of time); {skipped} rows not drawn (no counted "
+                        "FLOPs, bytes or time)", transform=ax.transAxes, ha="right", va="bottom",
             fontsize=7, color="gray")
     ax.minorticks_off()  # decades are enough to read a log-log roofline, and minor ticks cost most of the drawing
     ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
@@ -266,7 +278,8 @@ def roofline_figure(results: Sequence[BandwidthResult], columns: int = 1, note: 
                     transform=ax.transAxes)
             ax.set_axis_off()
     if note:
-        figure.text(0.5, 0.1 / (panel_in[1] * rows), note, ha="center", va="bottom", fontsize=8, color="gray")
+        figure.text(0.5, 0.1 / (panel_in[1] * rows), note, ha="center", va="bottom", fontsize=8, color="gray",
+                    wrap=True)
     for ax, result, slopes in pending:
         _finish(ax, result, slopes)
     return figure

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from profiler.format.output import render_table, to_csv, to_json
-from profiler.runner import ZooRow
+from profiler.kinds import SCHEMA_VERSION
+from profiler.models.zoo import ZooRow
 
 EXTERNAL = ("also: torchvision:NAME (any torchvision classification model; 3 channels, 1000 classes, the weights' "
             "crop size) and module.path:callable (your factory, called with no arguments)")
@@ -14,10 +15,11 @@ EXTERNAL = ("also: torchvision:NAME (any torchvision classification model; 3 cha
 def format_zoo(rows: Sequence[ZooRow], fmt: str) -> str:
     """One line per model: name (aliases), family, source, default size, parameters at that size."""
     if fmt == "json":
-        return to_json([{"name": r.name, "aliases": list(r.aliases), "family": r.family, "source": r.source,
-                         "default_size": r.default_size, "params": r.params} for r in rows])
+        return to_json([{"schema_version": SCHEMA_VERSION, "name": r.name, "aliases": list(r.aliases),
+                         "family": r.family, "model_source": r.source, "default_size": r.default_size,
+                         "params": r.params} for r in rows])
     if fmt == "csv":
-        return to_csv(["name", "aliases", "family", "source", "default_size", "params"],
+        return to_csv(["name", "aliases", "family", "model_source", "default_size", "params"],
                       [[r.name, " ".join(r.aliases), r.family, r.source, r.default_size, r.params] for r in rows])
     headers = ["name", "family", "source", "default size", "params (1 ch, 10 classes)"]
     table = render_table(headers, [[r.name + "".join(f" = {a}" for a in r.aliases), r.family, r.source,

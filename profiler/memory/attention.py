@@ -52,8 +52,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils._python_dispatch import _disable_current_modes
 
+from profiler.catalogue import GpuSpec
 from profiler.errors import ProfilerError
-from profiler.gpus import GpuSpec
 from profiler.kinds import AttentionKernel
 
 aten = torch.ops.aten

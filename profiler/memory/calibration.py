@@ -18,8 +18,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from profiler.catalogue import GpuSpec, gpu_for_device, gpu_spec
 from profiler.errors import ProfilerError
-from profiler.gpus import GpuSpec, gpu_for_device, gpu_spec
 from profiler.util.files import write_atomic
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
@@ -94,7 +94,7 @@ def merge_measured_workspaces(doc: dict[str, Any], source: str, path: Path = CAL
     card = gpu_for_device(str(provenance.get("device", "")))
     if card is None:
         raise ProfilerError(f"{source} was measured on {provenance.get('device')!r}, a card the catalogue "
-                            "(profiler/gpus.py) does not have: add it there first")
+                            "(profiler/catalogue.py) does not have: add it there first")
     cal = json.loads(path.read_text())
     if card.key not in cal:
         closest = min(cal, key=lambda key: _distance(key, card))

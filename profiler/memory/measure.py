@@ -22,13 +22,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from profiler.device import DeviceKind, nvml_used_bytes, provenance
+from profiler.device import DeviceKind, nvml_used_bytes, provenance, quiet_torch_profiler
 from profiler.errors import EXIT_OUT_OF_MEMORY, ProfilerError
 from profiler.kinds import Phase, Source
 from profiler.memory.allocator import round_size
 from profiler.memory.layers import LayerBytes
 from profiler.memory.records import MemoryResult
-from profiler.models import build, resolve
+from profiler.models import ModelSpec, build, resolve
 from profiler.models.loading import output_classes, to_device
 from profiler.step import Step, StepConfig, StepObserver, make_batch
 
@@ -68,8 +68,8 @@ class _CudaPhases(StepObserver):
             self.gradient_bytes = _storage_bytes([p.grad for p in self.model.parameters() if p.grad is not None])
 
 
-def _real_step(name: str, size: int, batch: int, channels: int | None, classes: int | None, config: StepConfig,
-               device: torch.device) -> Step:
+def _real_step(name: str | ModelSpec, size: int, batch: int, channels: int | None, classes: int | None,
+               config: StepConfig, device: torch.device) -> Step:
     """The step of one configuration with real, freshly initialized weights and a random batch on ``device``."""
     spec = resolve(name)
     meta_model = build(spec, size, channels, classes)
@@ -86,7 +86,7 @@ def _optimizer_state_bytes(step: Step) -> int:
                            if isinstance(t, torch.Tensor) and t.dim() > 0])
 
 
-def measure_cuda(name: str, size: int, batch: int, channels: int | None = None, classes: int | None = None,
+def measure_cuda(name: str | ModelSpec, size: int, batch: int, channels: int | None = None, classes: int | None = None,
                  train: bool = False, optimizer: str = "sgd", dtype: str = "float32", checkpoint: bool = False,
                  trace_file: str | None = None) -> MemoryResult:
     """Measure one configuration on the current CUDA device (see the module docstring for the protocol)."""
@@ -116,13 +116,14 @@ def measure_cuda(name: str, size: int, batch: int, channels: int | None = None, 
         used, note = nvml_used_bytes(device.index)
     except torch.cuda.OutOfMemoryError as err:
         free, total = torch.cuda.mem_get_info(device)
-        raise ProfilerError(f"{name} at {list(shape)} ({config.mode.words}) ran out of GPU memory: "
+        raise ProfilerError(f"{resolve(name).name} at {list(shape)} ({config.mode.words}) ran out of GPU memory: "
                             f"{str(err).splitlines()[0]} The device has {total / 2**30:.1f} GiB; try a smaller --batch "
                             "or --size, or --checkpoint", exit_code=EXIT_OUT_OF_MEMORY) from None
     optimizer_state = _optimizer_state_bytes(step)
     known = weights + inputs + phases.gradient_bytes + optimizer_state
     return MemoryResult(
-        model=resolve(name).name, input_shape=tuple(shape), mode=config.mode, source=Source.MEASURED,
+        model=resolve(name).name, model_source=resolve(name).source, input_shape=tuple(shape), mode=config.mode,
+        source=Source.MEASURED,
         device=torch.cuda.get_device_name(device), device_kind=DeviceKind.CUDA, peak_allocated_bytes=peak,
         peak_reserved_bytes=phases.reserved,
         baseline_bytes=baseline,
@@ -157,7 +158,7 @@ def start_memory_history() -> None:
     torch.cuda.memory._record_memory_history(max_entries=HISTORY_ENTRIES, stacks="python")
 
 
-def measure_cpu(name: str, size: int, batch: int, channels: int | None = None, classes: int | None = None,
+def measure_cpu(name: str | ModelSpec, size: int, batch: int, channels: int | None = None, classes: int | None = None,
                 train: bool = False, optimizer: str = "sgd", dtype: str = "float32",
                 checkpoint: bool = False) -> MemoryResult:
     """Host memory of the same step on the CPU, from the torch profiler's memory timeline (tensors created minus
@@ -165,6 +166,7 @@ def measure_cpu(name: str, size: int, batch: int, channels: int | None = None, c
     from torch.profiler import ProfilerActivity, profile
     from torch.profiler._memory_profiler import Action
 
+    quiet_torch_profiler()
     device = torch.device("cpu")
     config = StepConfig.make(train, optimizer, dtype, checkpoint)
     step = _real_step(name, size, batch, channels, classes, config, device)
@@ -187,7 +189,8 @@ def measure_cpu(name: str, size: int, batch: int, channels: int | None = None, c
         peak = max(peak, current)
     total = weights + inputs + optimizer_state + peak
     return MemoryResult(
-        model=resolve(name).name, input_shape=tuple(step.x.shape), mode=config.mode, source=Source.MEASURED,
+        model=resolve(name).name, model_source=resolve(name).source, input_shape=tuple(step.x.shape),
+        mode=config.mode, source=Source.MEASURED,
         device=provenance(device)["device"] + ", host memory", device_kind=DeviceKind.CPU, peak_allocated_bytes=total,
         peak_reserved_bytes=total, baseline_bytes=weights + inputs,
         breakdown={"weights": weights, "gradients": gradients.bytes, "optimizer": optimizer_state, "input": inputs,

@@ -3,8 +3,8 @@
 The prediction is the protocol's ``torch.cuda.max_memory_allocated`` (and ``max_memory_reserved``) over the measured
 step: every tensor PyTorch allocates (weights, input, activations saved for backward, temporaries, gradients,
 optimizer state), each rounded and placed as the caching allocator does (:mod:`profiler.memory.allocator`), plus
-what cuBLAS and cuDNN take from that allocator (:mod:`profiler.gpus`, :mod:`profiler.memory.workspaces`), each cuDNN
-workspace capped at what would be free on the card. Every prediction carries its fit verdict
+what cuBLAS and cuDNN take from that allocator (:mod:`profiler.catalogue`, :mod:`profiler.memory.workspaces`), each
+cuDNN workspace capped at what would be free on the card. Every prediction carries its fit verdict
 (:mod:`profiler.memory.verdict`).
 """
 
@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from profiler.catalogue import GpuSpec
 from profiler.device import DeviceKind
-from profiler.gpus import GpuSpec
+from profiler.kinds import Source
 from profiler.memory.allocator import CachingAllocator
 from profiler.memory.calibration import calibration_for
 from profiler.memory.records import MemoryResult
@@ -111,7 +112,7 @@ def replay(trace: Trace, gpu: GpuSpec, workspaces: dict[str, Any] | None = None,
 
 
 def predict(trace: Trace, gpu: GpuSpec, model_name: str, checkpoint: bool = False, total_bytes: int | None = None,
-            total_source: str | None = None) -> MemoryResult:
+            total_source: str | None = None, model_source: str = "") -> MemoryResult:
     """A :class:`MemoryResult` labelled predicted for ``gpu``, with its fit verdict. ``total_bytes`` replaces the
     card's memory (``--gpu-memory``), for the verdict and for the workspace cap."""
     cal = calibration_for(gpu)
@@ -124,7 +125,8 @@ def predict(trace: Trace, gpu: GpuSpec, model_name: str, checkpoint: bool = Fals
         notes.append(f"{result.capped_workspaces} cuDNN workspace(s) cut to the memory that would be free on the "
                      "card (PyTorch then runs a convolution algorithm that needs less)")
     return MemoryResult(
-        model=model_name, input_shape=trace.input_shape, mode=trace.mode, source="predicted", device=gpu.name,
+        model=model_name, model_source=model_source, input_shape=trace.input_shape, mode=trace.mode,
+        source=Source.PREDICTED, device=gpu.name,
         device_kind=DeviceKind.CUDA,
         peak_allocated_bytes=result.peak_allocated, peak_reserved_bytes=result.peak_reserved,
         baseline_bytes=result.baseline, breakdown=result.breakdown, phases=result.phases,

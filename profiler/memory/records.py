@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from profiler.device import DeviceKind
+from profiler.kinds import SCHEMA_VERSION, Source
+from profiler.util.units import human_bytes
 
 
 @dataclass(frozen=True)
@@ -32,8 +35,31 @@ class Verdict:
     held: bool | None = None
     within_required: bool | None = None
 
+    def notes(self) -> list[str]:
+        """Where the verdict's figures come from, one line each."""
+        return [f"fit verdict: m = {100 * self.reserved_margin:.1f} %: {self.reserved_margin_source}",
+                f"fit verdict: device overhead {human_bytes(self.device_overhead_bytes)}: "
+                f"{self.device_overhead_source}",
+                f"fit verdict: device total {human_bytes(self.device_total_bytes)}: {self.device_total_source}"]
 
-@dataclass
+
+#: The verdict's fields in JSON and CSV, in order.
+VERDICT_FIELDS = ("required_bytes", "device_overhead_bytes", "device_total_bytes", "fits", "margin_bytes",
+                  "reserved_margin", "verdict_device", "verdict_held", "measured_within_required")
+
+
+def verdict_fields(verdict: Verdict | None) -> dict[str, Any]:
+    """The verdict's JSON fields (all None for CPU measurements, which have no verdict)."""
+    if verdict is None:
+        return dict.fromkeys(VERDICT_FIELDS)
+    return {"required_bytes": verdict.required_bytes, "device_overhead_bytes": verdict.device_overhead_bytes,
+            "device_total_bytes": verdict.device_total_bytes, "fits": verdict.fits,
+            "margin_bytes": verdict.margin_bytes, "reserved_margin": verdict.reserved_margin,
+            "verdict_device": verdict.device, "verdict_held": verdict.held,
+            "measured_within_required": verdict.within_required}
+
+
+@dataclass(repr=False)
 class MemoryResult:
     """Peak device memory of one configuration (model, input shape, mode), measured or predicted.
 
@@ -64,5 +90,34 @@ class MemoryResult:
     nvml_note: str | None = None
     provenance: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    model_source: str = ""
     out_of_memory: bool = False
     verdict: Verdict | None = None
+
+    @property
+    def all_notes(self) -> list[str]:
+        """The notes, then where the verdict's figures come from."""
+        return [*self.notes, *(self.verdict.notes() if self.verdict is not None else [])]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object ``python -m profiler memory`` prints for this result (``schema_version``: CHANGELOG.md)."""
+        return {
+            "schema_version": SCHEMA_VERSION, "model": self.model, "model_source": self.model_source,
+            "input_shape": list(self.input_shape), "mode": self.mode, "source": self.source, "device": self.device,
+            "optimizer": self.optimizer, "dtype": self.dtype, "checkpoint": self.checkpoint,
+            "out_of_memory": self.out_of_memory, "peak_allocated_bytes": self.peak_allocated_bytes,
+            "peak_reserved_bytes": self.peak_reserved_bytes, "baseline_bytes": self.baseline_bytes,
+            "breakdown": dict(self.breakdown), "phases": dict(self.phases),
+            "layers": [{"name": name, "activation_bytes": b} for name, b in self.layers.items()],
+            "nvml_used_bytes": self.nvml_used_bytes, "nvml_note": self.nvml_note, **verdict_fields(self.verdict),
+            "provenance": dict(self.provenance), "notes": self.all_notes,
+        }
+
+    def __repr__(self) -> str:
+        where = f"measured on {self.device}" if self.source == Source.MEASURED else f"predicted for {self.device}"
+        shape = "×".join(map(str, self.input_shape))
+        if self.out_of_memory:
+            return f"MemoryResult({self.model}, input {shape}, {self.mode}, {where}: out of memory)"
+        fits = "" if self.verdict is None else f", {'fits' if self.verdict.fits else 'does NOT fit'}"
+        return (f"MemoryResult({self.model}, input {shape} {self.dtype}, {self.mode}, {where}: peak allocated "
+                f"{human_bytes(self.peak_allocated_bytes)}, reserved {human_bytes(self.peak_reserved_bytes)}{fits})")

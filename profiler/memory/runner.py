@@ -3,21 +3,20 @@ verdict (checked against the measurement when one ran on CUDA), find the largest
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
 
+from profiler.catalogue import DEFAULT_GPU, GpuSpec, gpu_spec
 from profiler.device import DeviceKind, current_gpu
 from profiler.errors import EXIT_OUT_OF_MEMORY, ProfilerError
-from profiler.gpus import GpuSpec, gpu_spec, parse_bytes
+from profiler.kinds import Mode, Source
 from profiler.memory.predict import predict
 from profiler.memory.records import MemoryResult
 from profiler.memory.trace import trace_step
 from profiler.memory.verdict import checked
-from profiler.models import build, resolve
+from profiler.models import ModelSpec, build, resolve
 from profiler.models.loading import ForwardFailed, explain
 from profiler.step import StepConfig
 
@@ -28,10 +27,10 @@ MAX_STEPS_DOWN = 8
 GiB = float(1 << 30)
 
 
-def predict_config(name: str, size: int, batch: int, channels: int | None = None, classes: int | None = None,
-                   train: bool = False, optimizer: str = "sgd", dtype: str = "float32", checkpoint: bool = False,
-                   gpu: str = "h100", total_bytes: int | None = None, total_source: str | None = None
-                   ) -> MemoryResult:
+def predict_config(name: str | ModelSpec, size: int, batch: int, channels: int | None = None,
+                   classes: int | None = None, train: bool = False, optimizer: str = "sgd", dtype: str = "float32",
+                   checkpoint: bool = False, gpu: str = DEFAULT_GPU, total_bytes: int | None = None,
+                   total_source: str | None = None) -> MemoryResult:
     """Predicted peak memory of one configuration on ``gpu`` (no GPU needed), with its fit verdict against the
     card's memory or ``total_bytes``."""
     spec = resolve(name)
@@ -43,80 +42,93 @@ def predict_config(name: str, size: int, batch: int, channels: int | None = None
     except ForwardFailed as failure:
         raise explain(spec, size, channels, classes, failure) from None
     return predict(trace, target, spec.name, checkpoint=checkpoint, total_bytes=total_bytes,
-                   total_source=total_source)
+                   total_source=total_source, model_source=spec.source)
 
 
-def run_memory(args: argparse.Namespace) -> list[MemoryResult]:
-    """Every (model, size) configuration of the command line, measured or predicted (see ``--help``)."""
-    total_override = parse_bytes(args.gpu_memory) if args.gpu_memory else None  # malformed: exit 2 before anything
-    where = _measure_device(args)
-    gpu = _target_gpu(args, where)
-    total, total_source = _device_total(gpu, where, total_override)
-    if args.trace and where != "cuda":
+def peak_memory_configs(models: Sequence[str | ModelSpec], sizes: Sequence[int] | None = None, *, batch: int = 128,
+                        channels: int | None = None, classes: int | None = None, train: bool = False,
+                        optimizer: str = "sgd", dtype: str = "float32", checkpoint: bool = False,
+                        gpu: str = DEFAULT_GPU, gpu_memory: int | None = None, measure: bool | None = None,
+                        device: str | None = None, max_batch: bool = False, trace: str | None = None
+                        ) -> list[MemoryResult]:
+    """Every (model, size) configuration (sizes default to each model's own), measured or predicted, each with its
+    fit verdict. ``measure``: True measures (on CUDA, or the host with ``device="cpu"``), False predicts for ``gpu``,
+    None measures where CUDA is and predicts otherwise. ``gpu_memory`` replaces the card's total memory in the
+    verdicts; ``max_batch`` searches the largest batch that fits; ``trace`` saves the CUDA allocator's history of
+    measured runs (numbered per configuration). An out-of-memory measurement in a sweep of several is recorded and
+    the sweep goes on; alone, it raises (exit code 3)."""
+    where = _measure_device(measure, device)
+    card = _target_gpu(gpu, where)
+    total, total_source = _device_total(card, where, gpu_memory)
+    if trace and where != "cuda":
         raise ProfilerError("--trace records the CUDA allocator's history; it needs --measure on a CUDA device")
-    if args.max_batch and where == "cpu":
+    if max_batch and where == "cpu":
         raise ProfilerError("--max-batch searches GPU memory; use it with --predict, or --measure on CUDA")
-    configs = [(spec.name, size) for spec in map(resolve, args.models) for size in args.size or [spec.default_size]]
-    common = dict(channels=args.channels, classes=args.classes, train=args.train, optimizer=args.optimizer,
-                  dtype=args.dtype, checkpoint=args.checkpoint)
+    configs = [(spec, size) for spec in map(resolve, models) for size in sizes or [spec.default_size]]
+    common = dict(channels=channels, classes=classes, train=train, optimizer=optimizer, dtype=dtype,
+                  checkpoint=checkpoint)
 
     results = []
-    for index, (name, size) in enumerate(configs):
-        def predicted(batch: int, name: str = name, size: int = size) -> MemoryResult:
-            return predict_config(name, size, batch, gpu=gpu.key, total_bytes=total, total_source=total_source,
+    for index, (spec, size) in enumerate(configs):
+        def predicted(batch: int, spec: ModelSpec = spec, size: int = size) -> MemoryResult:
+            return predict_config(spec, size, batch, gpu=card.key, total_bytes=total, total_source=total_source,
                                   **common)
 
-        def measured(batch: int, name: str = name, size: int = size, index: int = index) -> MemoryResult:
+        def measured(batch: int, spec: ModelSpec = spec, size: int = size, index: int = index) -> MemoryResult:
             if where == "cpu":
                 from profiler.memory.measure import measure_cpu
 
-                return measure_cpu(name, size, batch, **common)
-            from profiler.memory.measure import measure_in_subprocess
+                return measure_cpu(spec, size, batch, **common)
+            numbered = _numbered(trace, index, len(configs)) if trace else None
+            if not spec.by_name:  # a module passed to the Python API cannot be rebuilt by name in a fresh process
+                from profiler.memory.measure import measure_cuda
 
-            trace = _numbered(args.trace, index, len(configs)) if args.trace else None
-            result = measure_in_subprocess(dict(name=name, size=size, batch=batch, trace_file=trace, **common))
+                result = measure_cuda(spec, size, batch, trace_file=numbered, **common)
+            else:
+                from profiler.memory.measure import measure_in_subprocess
+
+                result = measure_in_subprocess(dict(name=spec.name, size=size, batch=batch, trace_file=numbered,
+                                                    **common))
             return replace(result, verdict=checked(predicted(batch).verdict, result))
 
         try:
-            if args.max_batch:
+            if max_batch:
                 results.append(largest_batch(predicted, measured if where else None))
             else:
-                results.append((measured if where else predicted)(args.batch))
+                results.append((measured if where else predicted)(batch))
         except ProfilerError as err:
             if err.exit_code != EXIT_OUT_OF_MEMORY or len(configs) == 1:
                 raise
-            results.append(_oom_entry(name, size, args, str(err), predicted if where == "cuda" else None))
-    if where is None:  # said once it succeeded, so that a user error stays the only line on stderr
-        reason = "predicted" if args.predict else "no CUDA device: predicted"
-        sys.stderr.write(f"profiler: {reason} peak memory for {gpu.name} (nothing ran on a GPU)\n")
+            results.append(_oom_entry(spec, size, batch, message=str(err),
+                                      predicted=predicted if where == "cuda" else None, **common))
     return results
 
 
-def _measure_device(args: argparse.Namespace) -> str | None:
+def _measure_device(measure: bool | None, device: str | None) -> str | None:
     """"cuda" or "cpu" to measure there, None to predict."""
     has_cuda = torch.cuda.is_available()
-    if args.predict:
+    if measure is False:
         return None
-    if args.measure:
-        device = args.device or "cuda"
-        if device == "cuda" and not has_cuda:
-            raise ProfilerError("--measure needs a CUDA GPU and none is available here; use --predict (for --gpu "
-                                "h100/h200) or --measure --device cpu (host memory)")
-        return device
-    if args.device == "cpu":
+    if measure:
+        where = device or "cuda"
+        if where == "cuda" and not has_cuda:
+            raise ProfilerError("--measure needs a CUDA GPU and none is available here; use --predict (for any "
+                                "--gpu of python -m profiler gpus) or --measure --device cpu (host memory)")
+        return where
+    if device == "cpu":
         return "cpu"
-    if args.device == "cuda" and not has_cuda:
+    if device == "cuda" and not has_cuda:
         raise ProfilerError("--device cuda: no CUDA GPU is available here; leave --device out to predict")
     return "cuda" if has_cuda else None
 
 
-def _target_gpu(args: argparse.Namespace, where: str | None) -> GpuSpec:
-    """The GPU predictions are for: --gpu, or when measuring on CUDA the catalogue entry of the card at hand."""
+def _target_gpu(gpu: str, where: str | None) -> GpuSpec:
+    """The GPU predictions are for: ``gpu``, or when measuring on CUDA the catalogue entry of the card at hand."""
     if where == "cuda":
         here = current_gpu()
         if here is not None:
             return here
-    return gpu_spec(args.gpu)
+    return gpu_spec(gpu)
 
 
 def _device_total(gpu: GpuSpec, where: str | None, override: int | None) -> tuple[int | None, str | None]:
@@ -139,20 +151,21 @@ def _numbered(path: str, index: int, count: int) -> str:
     return f"{stem}.{index + 1}.{ext}" if dot else f"{path}.{index + 1}"
 
 
-def _oom_entry(name: str, size: int, args: argparse.Namespace, message: str,
-               predicted: Callable[[int], MemoryResult] | None) -> MemoryResult:
+def _oom_entry(spec: ModelSpec, size: int, batch: int, *, message: str,
+               predicted: Callable[[int], MemoryResult] | None, channels: int | None, classes: int | None,
+               train: bool, optimizer: str, dtype: str, checkpoint: bool) -> MemoryResult:
     """The record of a measurement that ran out of memory in a sweep, with the verdict checked against it."""
-    spec = resolve(name)
-    result = MemoryResult(model=spec.name, input_shape=spec.input_shape(args.batch, size, args.channels),
-                          mode="train" if args.train else "inference", source="measured",
+    result = MemoryResult(model=spec.name, model_source=spec.source,
+                          input_shape=spec.input_shape(batch, size, channels), mode=Mode.of(train),
+                          source=Source.MEASURED,
                           device=torch.cuda.get_device_name() if torch.cuda.is_available() else "CUDA",
                           device_kind=DeviceKind.CUDA,
                           peak_allocated_bytes=0, peak_reserved_bytes=0, baseline_bytes=0, breakdown={}, phases={},
-                          layers={}, optimizer=args.optimizer if args.train else None, dtype=args.dtype,
-                          checkpoint=args.checkpoint, notes=[message], out_of_memory=True)
+                          layers={}, optimizer=optimizer if train else None, dtype=dtype,
+                          checkpoint=checkpoint, notes=[message], out_of_memory=True)
     if predicted is None:
         return result
-    return replace(result, verdict=checked(predicted(args.batch).verdict, result))
+    return replace(result, verdict=checked(predicted(batch).verdict, result))
 
 
 def largest_batch(predicted: Callable[[int], MemoryResult],

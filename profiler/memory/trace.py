@@ -14,6 +14,10 @@ What CUDA does differently from the meta/CPU kernels, and how the trace follows 
   ``nn.MultiheadAttention`` its inference fast path where it applies (:mod:`profiler.memory.attention`).
 * kernel workspaces (cuDNN convolutions, cuBLAS handles) do not exist on meta: the trace marks each convolution and
   matrix product with its shapes, and the replay adds the workspaces of the GPU it predicts for.
+* ``convolution_backward``: its meta kernel allocates the three gradients at once; the trace records what the cuDNN
+  path allocates, in its order — the input gradient, its cuDNN call, the weight gradient, its cuDNN call, the bias
+  gradient — with the contiguous copy of a strided ``grad_output`` each cuDNN call makes (a channel slice from
+  ``cat``'s backward, as in DenseNet), held during that call only.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import itertools
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -32,7 +36,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
-from profiler.gpus import DEFAULT_GPU, GPUS, GpuSpec
+from profiler.catalogue import DEFAULT_GPU, GPUS, GpuSpec
 from profiler.kinds import Phase
 from profiler.memory.allocator import round_size
 from profiler.memory.attention import SDPA, CudaAttention
@@ -99,9 +103,10 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 @dataclass
 class Event:
-    """One step of the trace. ``kind``: "alloc"/"free" (``key``, ``nbytes``), "conv" (``conv``), "gemm" (matrix
-    product on ``thread`` "main" or "autograd"), "phase" (``phase`` starts), "measure" (peak statistics restart —
-    the protocol measures the last step only)."""
+    """One step of the trace. ``kind``: "alloc"/"free" (``key``, ``nbytes``), "conv" (one cuDNN call of ``conv``:
+    its forward, or one backward stage, the one its ``output_mask`` keeps), "gemm" (matrix product on ``thread``
+    "main" or "autograd"), "phase" (``phase`` starts), "measure" (peak statistics restart — the protocol measures
+    the last step only)."""
 
     kind: str
     key: int = 0
@@ -188,20 +193,62 @@ class _Recorder(TorchDispatchMode):
     def mark(self, kind: str, **fields: Any) -> None:
         self.events.append(Event(kind, phase=self.phase, layer=self.scopes.current(), **fields))
 
+    @contextmanager
+    def temporary(self, nbytes: int) -> Iterator[None]:
+        """Record a temporary of ``nbytes`` (none if 0) that the CUDA implementation of an op allocates at the start
+        of the block and frees at its end, which no tensor of the meta run stands for; counted as workspace."""
+        if not nbytes:
+            yield
+            return
+        key = next(self._counter)
+        self.events.append(Event("alloc", key, nbytes, "workspace", self.scopes.current(), self.phase))
+        yield
+        self.events.append(Event("free", key, phase=self.phase))
+
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         out = meta_call(func, args, kwargs)
+        packet = func.overloadpacket
+        if packet is aten.convolution_backward:
+            self._convolution_backward(args, out)
+            return out
         category = "optimizer" if self.phase == "optimizer" else "activations"
         for t in tree_flatten(out)[0]:
             self.track(t, category)
-        packet = func.overloadpacket
         if packet in _CONV_OPS:
             self.mark("conv", conv=_conv_call("forward", args, out))
-        elif packet is aten.convolution_backward:
-            self.mark("conv", conv=_conv_call("backward", args, out))
         elif packet in _GEMM_OPS:
             self.mark("gemm", thread="autograd" if in_backward() else "main")
         return out
+
+    def _convolution_backward(self, args: tuple, out: tuple) -> None:
+        """The allocations of ``convolution_backward`` in the order its cuDNN path makes them (``Convolution.cpp``
+        ``convolution_backward``; ``ConvShared.cpp`` ``cudnn_convolution_backward_input``/``_weight``): the input
+        gradient, then a contiguous copy of ``grad_output`` if it is not contiguous (a channel slice handed back by
+        ``cat``'s backward) held through the data-gradient cuDNN call; a second copy, the weight gradient and the
+        filter-gradient cuDNN call; the bias gradient last (``grad_output.sum``, which reads the strided tensor)."""
+        grad_output, x = args[0], args[1]
+        grad_input, grad_weight, grad_bias = out
+        conv = _conv_call("backward", args, out)
+        strided = not grad_output.is_contiguous(memory_format=_suggested_memory_format(x))
+        copy_bytes = grad_output.numel() * grad_output.element_size() if strided else 0
+        if conv.output_mask[0]:
+            self.track(grad_input, "activations")
+            with self.temporary(copy_bytes):
+                self.mark("conv", conv=replace(conv, output_mask=(True, False, False)))
+        if conv.output_mask[1]:
+            with self.temporary(copy_bytes):
+                self.track(grad_weight, "activations")
+                self.mark("conv", conv=replace(conv, output_mask=(False, True, False)))
+        if conv.output_mask[2]:
+            self.track(grad_bias, "activations")
+
+
+def _suggested_memory_format(t: torch.Tensor) -> torch.memory_format:
+    """``Tensor::suggest_memory_format``: channels-last for a 4-d tensor laid out so, else contiguous."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def _conv_call(pass_: str, args: tuple, out: Any) -> ConvCall:

@@ -7,6 +7,9 @@ twice:
 * **in-sample**: with the committed calibration (``calibration.json``), whose fitted coefficient saw this run;
 * **leave-one-model-out (LOMO)**: with the coefficients :func:`fit_workspaces` finds on the other five models.
 
+:func:`workspace_sensitivity` gives the range a run's predicted peaks take when every cuDNN workspace is moved by up
+to ±15 %, each by its own factor: how much of a reserved error the unknown workspaces alone can explain.
+
 :func:`reserved_margins` gives m of the fit verdict, per mode: the largest factor by which a prediction of peak
 reserved memory fell short of the measurement (measured / predicted − 1), leave-one-model-out or in-sample, so that
 predicted × (1 + m) covers every committed run. This module reads ``reports/`` and therefore needs the repository
@@ -17,17 +20,19 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from profiler.gpus import gpu_spec
+from profiler.catalogue import gpu_spec
 from profiler.kinds import Mode
 from profiler.memory.calibration import calibrations
 from profiler.memory.predict import Replay, replay
 from profiler.memory.trace import Trace, trace_step
 from profiler.memory.verdict import fit_verdict
+from profiler.memory.workspaces import conv_workspaces, stages
 from profiler.models import build, resolve
 from profiler.step import StepConfig
 
@@ -36,6 +41,10 @@ REFERENCE_GPU = "h200"
 
 #: The filter-gradient weight factors :func:`fit_workspaces` tries.
 WEIGHT_FACTORS = tuple(x / 2 for x in range(0, 13))
+#: How far :func:`workspace_sensitivity` moves each cuDNN workspace, up or down (0.15 = ±15 %), and how many
+#: independently drawn tables it replays.
+WORKSPACE_SPREAD = 0.15
+SENSITIVITY_DRAWS = 12
 
 
 @dataclass(frozen=True)
@@ -190,3 +199,34 @@ def device_overhead(runs: list[ReferenceRun], nvml_outside_total_bytes: int) -> 
     """Device memory outside the caching allocator: the largest NVML used − peak reserved over ``runs``, less what
     NVML counts that torch's total memory leaves out (``nvml_outside_total_bytes``)."""
     return max(r.nvml_used - r.peak_reserved for r in runs) - nvml_outside_total_bytes
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """The lowest and highest predicted peak allocated and peak reserved bytes of a run over the replays of
+    :func:`workspace_sensitivity`."""
+
+    allocated: tuple[int, int]
+    reserved: tuple[int, int]
+
+
+def workspace_sensitivity(run: ReferenceRun, spread: float = WORKSPACE_SPREAD,
+                          draws: int = SENSITIVITY_DRAWS) -> Sensitivity:
+    """How far ``run``'s predicted peaks move when the committed rule's cuDNN workspaces are not exact: ``draws``
+    replays, each with every workspace (one per stage and convolution shape, the same on every call) scaled by its
+    own factor drawn uniformly from [1 − spread, 1 + spread] (draw i seeds ``random.Random(i)``, so the result is
+    reproducible). Peak allocated moves by about what the workspace at the peak moves; peak reserved depends on
+    which blocks every workspace and tensor land in, and can move much more."""
+    committed = calibrations()[REFERENCE_GPU].workspaces
+    trace = _trace(run.model, run.size, run.batch, run.train)
+    calls = {f"{stage}:{event.conv.key()}": conv_workspaces(event.conv, stage, committed).run
+             for event in trace.events if event.kind == "conv" for stage in stages(event.conv)}
+    allocated, reserved = [], []
+    for draw in range(draws):
+        rng = random.Random(draw)
+        table = {**committed, "measured": {key: {"run": int(nbytes * rng.uniform(1 - spread, 1 + spread))}
+                                           for key, nbytes in calls.items()}}
+        result = replay(trace, gpu_spec(REFERENCE_GPU), table)
+        allocated.append(result.peak_allocated)
+        reserved.append(result.peak_reserved)
+    return Sensitivity(allocated=(min(allocated), max(allocated)), reserved=(min(reserved), max(reserved)))

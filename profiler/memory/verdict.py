@@ -4,7 +4,7 @@ The caching allocator must be able to reserve the predicted peak reserved memory
 by which a prediction of reserved memory fell short of a committed measurement of the same mode (inference or
 training) in leave-one-model-out validation, or in-sample where that was worse (``calibration.json``,
 :mod:`profiler.memory.validation`), next to what the CUDA context and the libraries hold outside it
-(:data:`profiler.gpus.DEVICE_OVERHEAD_BYTES`):
+(:data:`profiler.catalogue.DEVICE_OVERHEAD_BYTES`):
 
     fits  ⇔  required + overhead ≤ total,   required = ⌈predicted peak reserved × (1 + m)⌉.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from profiler.gpus import GpuSpec
+from profiler.catalogue import GpuSpec
 from profiler.memory.calibration import Calibration
 from profiler.memory.records import MemoryResult, Verdict
 

@@ -25,7 +25,10 @@ b·(output bytes) + c·(weight bytes), with a, b, c per stage and kernel class i
   workspace; their filter gradient reduces over the batch and takes x + dy + k·dw (no padding).
 
 A measured value for an exact convolution (``measured`` in the table, written by ``benchmarks/gpu_memory.py``)
-replaces the rule.
+replaces the rule. Peak allocated memory needs the workspace at the peak only; peak reserved memory depends on where
+every workspace and tensor lands among the cached blocks, and a rule's sizes, right to a few percent, move it by up
+to tens of percent (:func:`profiler.memory.validation.workspace_sensitivity`): measured values are what makes a
+reserved prediction exact.
 """
 
 from __future__ import annotations

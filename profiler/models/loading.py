@@ -42,9 +42,16 @@ class ModelSpec:
     default_channels: int
     make: Callable[[int, int | None], nn.Module]
     external: bool = False
+    #: Whether :func:`resolve` rebuilds it from ``name`` (False for a module handed to the Python API).
+    by_name: bool = True
+    #: The shape of one sample when the model's input is not (channels, size, size) (a module of the Python API).
+    sample_shape: tuple[int, ...] | None = None
 
-    def input_shape(self, batch: int, size: int, channels: int | None = None) -> tuple[int, int, int, int]:
-        """(batch, channels, size, size) with this model's default channel count where none is given."""
+    def input_shape(self, batch: int, size: int, channels: int | None = None) -> tuple[int, ...]:
+        """(batch, channels, size, size) with this model's default channel count where none is given; (batch,
+        *sample_shape) for a model with a fixed sample shape."""
+        if self.sample_shape is not None:
+            return (batch, *self.sample_shape)
         return (batch, channels or self.default_channels, size, size)
 
 
@@ -53,11 +60,14 @@ def zoo_names() -> list[str]:
     return sorted([*ZOO, *(a for e in ZOO.values() for a in e.aliases)])
 
 
-def resolve(name: str) -> ModelSpec:
-    """Turn a zoo name, ``torchvision:NAME`` or ``module.path:callable`` into a :class:`ModelSpec`.
+def resolve(name: str | ModelSpec) -> ModelSpec:
+    """Turn a zoo name, ``torchvision:NAME`` or ``module.path:callable`` into a :class:`ModelSpec` (a spec is
+    returned as it is).
 
     Raises :class:`ProfilerError` naming the closest zoo names for an unknown one.
     """
+    if isinstance(name, ModelSpec):
+        return name
     if name.startswith(TORCHVISION_PREFIX):
         return _torchvision_spec(name[len(TORCHVISION_PREFIX):])
     if ":" in name:
@@ -274,11 +284,12 @@ def logits_of(output: object) -> torch.Tensor:
 
 def output_classes(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """How many logits a meta-device model returns, from a no-grad eval forward at ``input_shape`` (batch 1 is
-    enough); the model's training mode is restored."""
+    enough) in the dtype of its parameters; the model's training mode is restored."""
     training = model.training
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
     try:
         with torch.device("meta"), torch.no_grad():
-            out = model.eval()(torch.empty(input_shape, device="meta"))
+            out = model.eval()(torch.empty(input_shape, device="meta", dtype=dtype))
     finally:
         model.train(training)
     return int(logits_of(out).shape[-1])

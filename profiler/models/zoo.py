@@ -97,3 +97,27 @@ ZOO: dict[str, ZooEntry] = {
 
 #: The six families of chapter 7 (the modern CNNs; chapter 8 of the English edition) the reports compare, by zoo name.
 CHAPTER7 = ("alexnet", "vgg", "nin", "googlenet", "resnet", "densenet")
+
+
+@dataclass(frozen=True)
+class ZooRow:
+    """One line of ``python -m profiler models``."""
+
+    name: str
+    aliases: tuple[str, ...]
+    family: str
+    source: str
+    default_size: int
+    params: int
+
+
+def zoo_listing() -> list[ZooRow]:
+    """Every zoo model with its parameter count at its default size (1 channel, 10 classes)."""
+    rows = []
+    for entry in ZOO.values():
+        from profiler.models.loading import build, resolve
+
+        model = build(resolve(entry.name), entry.default_size)
+        rows.append(ZooRow(entry.name, entry.aliases, entry.family, entry.source, entry.default_size,
+                           sum(p.numel() for p in model.parameters())))
+    return rows

@@ -11,14 +11,13 @@ from torch import nn
 
 from profiler.bandwidth.predict import predict_step
 from profiler.bandwidth.records import BandwidthResult
-from profiler.counting import LayerStats, ModelStats, count_layer
+from profiler.counting import LayerStats, ModelStats, count_configs, count_layer
 from profiler.counting.counter import fold
 from profiler.memory.records import MemoryResult
 from profiler.memory.runner import predict_config
-from profiler.memory.validation import RunErrors, validate
+from profiler.memory.validation import RunErrors, Sensitivity, reference_runs, validate, workspace_sensitivity
 from profiler.models import ZOO, build, resolve, smallest_input_size
 from profiler.models.zoo import CHAPTER7
-from profiler.runner import count_configs
 from profiler.site.measured import DATA_DIR, Measurements, load_measurements
 from profiler.site.measured_gpu import GpuBandwidthSet, load_gpu_bandwidth
 from profiler.util.parallel import run_all
@@ -76,6 +75,7 @@ class ReportData:
     models: dict[str, ModelData]               # the whole zoo, in zoo order
     measured: Measurements
     memory_errors: tuple[RunErrors, ...]       # the memory prediction against each committed run, fitted and LOMO
+    memory_sensitivity: tuple[Sensitivity, ...]  # each run's predicted peaks when the workspaces move (same order)
     measured_times: tuple[GpuBandwidthSet, ...]  # committed per-layer kernel times (gpu_bandwidth_<gpu>.json)
     alexnet_batches: dict[int, MemoryResult]   # training at 224, predicted, per batch of ALEXNET_BATCHES
     densenet_small: MemoryResult               # training at DENSENET_SMALL_SIZE, batch BATCH, predicted
@@ -109,6 +109,12 @@ def _size_data(name: str, size: int) -> SizeData:
                                             counted=train))
 
 
+def _memory_errors() -> tuple[tuple[RunErrors, ...], tuple[Sensitivity, ...]]:
+    """The memory prediction against every committed run, and each run's workspace sensitivity: one task, so that
+    both replay the step traces this process recorded once."""
+    return validate(), tuple(workspace_sensitivity(run) for run in reference_runs())
+
+
 def _pointwise_params(name: str, size: int) -> int:
     """Parameters (weights and biases) of the model's 1×1 convolutions."""
     model = build(resolve(name), size)
@@ -134,14 +140,22 @@ def _googlenet_avoided(google: ModelStats, alexnet: ModelStats) -> dict[str, Lay
             "direct 3×3": count_layer(conv, block_input)}
 
 
+def _preload() -> None:
+    """Import here what torch's meta kernels import on their first call (``torch._check`` → symbolic shapes, sympy,
+    dynamo: about a second), so that the forked workers inherit it instead of each importing it again."""
+    import torch._dynamo  # noqa: F401
+    import torch.fx.experimental.symbolic_shapes  # noqa: F401
+
+
 def collect() -> ReportData:
     """Count and predict every configuration the reports show, and read the committed measurements. The pieces are
     independent and deterministic; they are computed on every core (:func:`~profiler.util.parallel.run_all`)."""
+    _preload()
     sizes = [(entry.name, size) for entry in ZOO.values() for size in report_sizes(entry.name)]
     # the longest pieces first (validation traces 24 steps; the zoo ends with its largest models), so that no worker
     # is left with one of them at the end
     tasks: dict[object, tuple] = {
-        "memory_errors": (validate, (), {}),
+        "memory_errors": (_memory_errors, (), {}),
         **{pair: (_size_data, pair, {}) for pair in reversed(sizes)},
         **{f"alexnet_batch_{b}": (predict_config, ("alexnet", 224, b), dict(train=True, gpu=GPU))
            for b in ALEXNET_BATCHES},
@@ -162,7 +176,8 @@ def collect() -> ReportData:
     return ReportData(
         models=models,
         measured=load_measurements(DATA_DIR),
-        memory_errors=extra["memory_errors"],
+        memory_errors=extra["memory_errors"][0],
+        memory_sensitivity=extra["memory_errors"][1],
         measured_times=load_gpu_bandwidth(DATA_DIR),
         alexnet_batches={b: extra[f"alexnet_batch_{b}"] for b in ALEXNET_BATCHES},
         densenet_small=extra["densenet_small"],

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from profiler.catalogue import Precision, gpu_spec
 from profiler.counting import LayerStats, ModelStats
-from profiler.gpus import Precision, gpu_spec
 from profiler.kinds import Bound
 from profiler.memory.records import MemoryResult
 from profiler.models.zoo import CHAPTER7, EDITION, EDITION_NAME, ENGLISH_EDITION_NAME, SECTIONS
@@ -159,6 +159,10 @@ def _alexnet_time(data: ReportData, sd: SizeData) -> str:
     spec = gpu_spec(GPU)
     working = [f"{row.type} {row.name} ({row.intensity:.1f} FLOP/B, under the {row.compute_roof.upper()} ridge at "
                f"{spec.ridge(Precision(row.compute_roof)):.0f})" for row in memory[0] if row.flops]
+    starved = [f"{row.type} {row.name} ({row.intensity:.1f} FLOP/B, under the {row.compute_roof.upper()} ridge at "
+               f"{spec.ridge(Precision(row.compute_roof)):.0f})" for row in results[0].layers
+               if row.flops and row.bound == Bound.COMPUTE and row.compute_roof
+               and row.intensity < spec.ridge(Precision(row.compute_roof))]
     idle = ", ".join(dict.fromkeys(row.type for row in memory[1] if not row.flops and row.type in
                                    {layer.type for layer in sd.inference.layers}))
     host = sd.time_train.idle_ms
@@ -174,6 +178,10 @@ def _alexnet_time(data: ReportData, sd: SizeData) -> str:
         + ". The other convolutions are compute-bound on the TF32 tensor cores, the two big fully connected layers "
         f"on the FP32 units (PyTorch does not use TF32 for matrix products by default): at batch {BATCH} each weight "
         f"they read serves {BATCH} images. "
+        + (f"{' and '.join(starved)} {'is' if len(starved) == 1 else 'are'} compute-bound all the same: "
+           f"{'its' if len(starved) == 1 else 'their'} matrix product makes too few output tiles to keep the "
+           f"{spec.name}'s {spec.sm_count} SMs busy, which lowers the compute roof it can reach (the time model's "
+           "wave share) below what its bytes take. " if starved else "")
         + ("Measured kernel times per layer stand beside these in [models/alexnet.md](models/alexnet.md)."
            if any(s.run("alexnet", LARGE, train, BATCH) for s in data.measured_times for train in (False, True))
            else "Per-layer times are predicted only: no measured per-layer time is committed yet to check them "

@@ -154,6 +154,8 @@ def _png(draw: Callable[..., Figure], *args: object) -> bytes:
 def render_figures(data: ReportData) -> dict[str, bytes]:
     """File name → PNG bytes, for ``reports/figures/``: :data:`FIGURES`, then one predicted roofline per model (at
     its book input), drawn on every core (:func:`~profiler.util.parallel.run_all`)."""
+    import matplotlib.backends.backend_agg  # noqa: F401  (imported once here, inherited by the forked workers)
+    import matplotlib.figure  # noqa: F401
     tasks = {file: (_png, (draw, data), {}) for file, (_, draw) in FIGURES.items()}
     for name, model in data.models.items():
         sd = model.sizes[model.book_size]

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from profiler.catalogue import GpuSpec, Precision, gpu_spec
 from profiler.format.output import render_table
-from profiler.gpus import GpuSpec, Precision, gpu_spec
 from profiler.memory.calibration import calibration_for
 from profiler.site.collect import BATCH, GPU
 from profiler.site.measured import Measurements

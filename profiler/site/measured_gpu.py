@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from profiler.errors import ProfilerError
+from profiler.kinds import Mode
 from profiler.site.measured import DATA_DIR
 
 MEMORY_PATTERN = "gpu_memory_*.json"
@@ -185,7 +186,7 @@ _LAYER_FIELDS = ("name", "type", "category", "ms_per_step", "forward_ms", "backw
 
 def _bandwidth_set(doc: dict[str, Any], source: str) -> GpuBandwidthSet:
     runs = tuple(MeasuredLayerTimes(
-        model=run["model"], size=run["input_shape"][-1], batch=run["input_shape"][0], train=run["mode"] == "train",
+        model=run["model"], size=run["input_shape"][-1], batch=run["input_shape"][0], train=run["mode"] == Mode.TRAIN,
         step_ms=run["step_ms"], profiled_step_ms=run["profiled_step_ms"], overhead_percent=run["overhead_percent"],
         busy_ms=run.get("busy_ms"), idle_ms=run["idle_ms"], attributed_ms=run["attributed_ms"],
         layers=tuple(MeasuredLayerTime(**{name: layer[name] for name in _LAYER_FIELDS}) for layer in run["layers"]),

@@ -9,9 +9,9 @@ from collections.abc import Callable, Sequence
 from profiler.bandwidth.fit import measurement_key
 from profiler.bandwidth.records import BandwidthResult
 from profiler.bandwidth.timemodel import committed_calibration
+from profiler.catalogue import gpu_spec
 from profiler.counting import LayerStats, conventions
 from profiler.format.counts import ROW_KIND_SUFFIX, TRAIN_NOTE, format_stats
-from profiler.gpus import gpu_spec
 from profiler.kinds import HOST_WAIT_ROW, Bound
 from profiler.memory import validation
 from profiler.memory.calibration import calibration_for
@@ -114,24 +114,33 @@ def _cost_tables(data: ReportData, size: int) -> str:
 
 def _memory_tables(data: ReportData, size: int) -> str:
     """Allocated and reserved peaks of the committed reference runs at ``size``: measured, predicted, the error with
-    the committed calibration and leave-one-model-out, and the fit verdict's required bytes against the measurement."""
-    allocated, reserved = [], []
-    for e in data.memory_errors:
+    the committed calibration and leave-one-model-out, the range of the reserved error when the workspaces move
+    (:func:`profiler.memory.validation.workspace_sensitivity`), and the fit verdict's required bytes against the
+    measurement: three tables of at most seven columns."""
+    allocated, reserved, verdict = [], [], []
+    for e, sensitivity in zip(data.memory_errors, data.memory_sensitivity, strict=True):
         run = e.run
         if run.size != size:
             continue
+        low, high = sensitivity.reserved
         allocated.append([run.model, _mode(run.train), mib(run.peak_allocated), mib(e.allocated),
                           error(e.allocated, run.peak_allocated), error(e.lomo_allocated, run.peak_allocated)])
         reserved.append([run.model, _mode(run.train), mib(run.peak_reserved), mib(e.reserved),
                          error(e.reserved, run.peak_reserved), error(e.lomo_reserved, run.peak_reserved),
-                         f"{mib(e.required)} ({e.required / run.peak_reserved:.2f}×)"])
-    align = ("left", "left", "right", "right", "right", "right", "right")
+                         f"{error(low, run.peak_reserved)} to {error(high, run.peak_reserved)}"])
+        verdict.append([run.model, _mode(run.train), mib(run.peak_reserved), mib(e.required),
+                        f"{e.required / run.peak_reserved:.2f}×"])
+    right = ("right",) * 5
     return "\n\n".join([
         "**Peak allocated** (`torch.cuda.max_memory_allocated`):",
-        table(["model", "step", "measured", "predicted", "error", "error, LOMO"], allocated, align[:6]),
+        table(["model", "step", "measured", "predicted", "error", "error, LOMO"], allocated,
+              ("left", "left") + right[:4]),
         "**Peak reserved** (`torch.cuda.max_memory_reserved`, what decides an out of memory):",
-        table(["model", "step", "measured", "predicted", "error", "error, LOMO", "required (× measured), predicted"],
-              reserved, align),
+        table(["model", "step", "measured", "predicted", "error", "error, LOMO",
+               f"error, workspaces ±{100 * validation.WORKSPACE_SPREAD:.0f} %"], reserved, ("left", "left") + right),
+        "**Does it fit**: the verdict's required bytes (predicted) against the measured peak reserved:",
+        table(["model", "step", "reserved, measured", "required, predicted", "required ÷ measured, predicted"], verdict,
+              ("left", "left") + right[:3]),
     ])
 
 
@@ -143,7 +152,13 @@ def _memory_lead() -> str:
             "can expect. *required* is the fit verdict's need, predicted reserved × (1 + m), m = "
             f"{100 * margins['inference']:.1f} % for inference and {100 * margins['train']:.1f} % for training (the "
             "largest shortfall of a reserved prediction of that mode, leave-one-model-out or in-sample); at 1.00× or "
-            "more the verdict covers the measurement.")
+            "more the verdict covers the measurement. *error, workspaces "
+            f"±{100 * validation.WORKSPACE_SPREAD:.0f} %* is the lowest and highest reserved error over "
+            f"{validation.SENSITIVITY_DRAWS} replays in which every cuDNN workspace is scaled by its own factor drawn "
+            f"from [{1 - validation.WORKSPACE_SPREAD:.2f}, {1 + validation.WORKSPACE_SPREAD:.2f}]: peak reserved "
+            "depends on which cached block every workspace and tensor lands in, so workspace sizes a rule gets right "
+            "to a few percent move it by much more than they move peak allocated; a reserved error within 10 % on "
+            "every run needs the workspaces cuDNN really takes, measured per convolution (`benchmarks/gpu_memory.py`).")
 
 
 def _time_lead() -> str:

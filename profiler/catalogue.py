@@ -8,6 +8,8 @@ Conventions of the figures:
   ``bf16``/``fp16`` tensor-core rates with FP32 accumulation (what PyTorch uses). A roof the card does not have is
   None: TF32 and bfloat16 tensor cores need compute capability 8.0 (Ampere) or newer.
 * **bandwidth** is the datasheet's DRAM (HBM/GDDR) bandwidth in bytes/s (decimal: 3.35 TB/s = 3.35·10¹² B/s).
+* **sm_count** is the number of streaming multiprocessors: the datasheet's CUDA cores ÷ FP32 cores per SM of the
+  architecture (64 on Volta and Turing and the A100, 128 on GA10x, Ada and Hopper), or as torch read it where it was.
 * **total_bytes** is the memory ``torch.cuda.get_device_properties().total_memory`` reports where that was read,
   else the datasheet's (decimal GB, which the card's own figure exceeds a little); ``sources["total_bytes"]`` says
   which.
@@ -80,6 +82,7 @@ class GpuSpec:
     tf32_flops_per_s: float | None
     bf16_flops_per_s: float | None
     fp16_flops_per_s: float | None
+    sm_count: int
     sources: dict[str, str]
     match: tuple[tuple[str, ...], ...] = ()     # word sets of device names that are this card
     device_overhead_bytes: int = DEVICE_OVERHEAD_BYTES
@@ -118,6 +121,17 @@ class GpuSpec:
             raise ValueError(f"{self.name} has no {precision} units")
         return peak / self.bandwidth_bytes_per_s
 
+    def to_dict(self) -> dict[str, object]:
+        """The JSON object ``python -m profiler gpus`` prints for this card (``schema_version``: CHANGELOG.md)."""
+        from profiler.kinds import SCHEMA_VERSION
+
+        return {"schema_version": SCHEMA_VERSION, "key": self.key, "name": self.name, "total_bytes": self.total_bytes,
+                "compute_capability": list(self.compute_capability),
+                "bandwidth_bytes_per_s": self.bandwidth_bytes_per_s, "fp32_flops_per_s": self.fp32_flops_per_s,
+                "tf32_flops_per_s": self.tf32_flops_per_s, "bf16_flops_per_s": self.bf16_flops_per_s,
+                "fp16_flops_per_s": self.fp16_flops_per_s, "cublas_workspace_bytes": self.cublas_workspace_bytes,
+                "device_overhead_bytes": self.device_overhead_bytes, "sources": dict(self.sources)}
+
     @property
     def usable_bytes(self) -> int:
         """Memory the caching allocator can reserve: total minus what the context and libraries hold."""
@@ -133,10 +147,13 @@ def _sheet(document: str, sparse_note: bool = True) -> dict[str, str]:
 
 
 def _card(key: str, name: str, document: str, memory_gb: float, cc: tuple[int, int], bandwidth_tb: float,
-          fp32: float, tf32: float | None, bf16: float | None, fp16: float | None,
+          fp32: float, tf32: float | None, bf16: float | None, fp16: float | None, cuda_cores: int,
           match: tuple[tuple[str, ...], ...], total_bytes: int | None = None, total_source: str | None = None,
-          sparse_note: bool = True) -> GpuSpec:
+          sparse_note: bool = True, sm_source: str | None = None) -> GpuSpec:
     sources = _sheet(document, sparse_note)
+    cores_per_sm = 64 if cc in ((7, 0), (7, 5), (8, 0)) else 128
+    sources["sm_count"] = sm_source or (f"{document}: {cuda_cores:,} CUDA cores ÷ {cores_per_sm} FP32 cores per SM "
+                                        f"(compute capability {cc[0]}.{cc[1]})")
     sources["total_bytes"] = total_source or f"{document}: {memory_gb:g} GB (decimal; not read from torch on this card)"
     sources["compute_capability"] = "CUDA C++ Programming Guide, compute capabilities table"
     sources["cublas_workspace_bytes"] = CUBLAS_SOURCE
@@ -146,7 +163,8 @@ def _card(key: str, name: str, document: str, memory_gb: float, cc: tuple[int, i
             sources[field_] = f"none: no such tensor cores at compute capability {cc[0]}.{cc[1]}"
     return GpuSpec(key=key, name=name, total_bytes=total_bytes or int(memory_gb * GB), compute_capability=cc,
                    bandwidth_bytes_per_s=_e12(bandwidth_tb), fp32_flops_per_s=_e12(fp32), tf32_flops_per_s=_e12(tf32),
-                   bf16_flops_per_s=_e12(bf16), fp16_flops_per_s=_e12(fp16), sources=sources, match=match)
+                   bf16_flops_per_s=_e12(bf16), fp16_flops_per_s=_e12(fp16), sm_count=cuda_cores // cores_per_sm,
+                   sources=sources, match=match)
 
 
 def _e12(value: float | None) -> float | None:
@@ -156,43 +174,53 @@ def _e12(value: float | None) -> float | None:
 
 
 H100_SHEET = "NVIDIA H100 Tensor Core GPU datasheet"
+HOPPER_PAPER = "NVIDIA H100 Tensor Core GPU Architecture whitepaper"
+AMPERE_PAPER = "NVIDIA A100 Tensor Core GPU Architecture whitepaper: 108 SMs"
 H200_SHEET = "NVIDIA H200 Tensor Core GPU datasheet"
 A100_SHEET = "NVIDIA A100 Tensor Core GPU datasheet"
 
 #: Every card, by the key ``--gpu`` takes. Device-name matching tries the entries in this order.
 GPUS: dict[str, GpuSpec] = {spec.key: spec for spec in (
-    _card("h200-nvl", "NVIDIA H200 NVL", H200_SHEET, 141, (9, 0), 4.8, 60, 417.5, 835.5, 835.5, (("h200", "nvl"),)),
-    _card("h200", "NVIDIA H200", H200_SHEET, 141, (9, 0), 4.8, 67, 494.5, 989.5, 989.5, (("h200",),),
+    _card("h200-nvl", "NVIDIA H200 NVL", H200_SHEET, 141, (9, 0), 4.8, 60, 417.5, 835.5, 835.5, 16896,
+          (("h200", "nvl"),), sm_source=f"{HOPPER_PAPER}: 132 SMs of GH100, as on the H200 (not read on this card)"),
+    _card("h200", "NVIDIA H200", H200_SHEET, 141, (9, 0), 4.8, 67, 494.5, 989.5, 989.5, 16896, (("h200",),),
           total_bytes=150_109_880_320,
           total_source="measured: torch.cuda.get_device_properties(0).total_memory on the H200 of "
-                       "reports/data/reference_h200_batch128.json"),
-    _card("h100-nvl", "NVIDIA H100 NVL", H100_SHEET, 94, (9, 0), 3.9, 60, 417.5, 835.5, 835.5, (("h100", "nvl"),)),
-    _card("h100-pcie", "NVIDIA H100 PCIe", H100_SHEET, 80, (9, 0), 2.0, 51, 378, 756.5, 756.5, (("h100", "pcie"),)),
-    _card("h100", "NVIDIA H100 80GB HBM3", H100_SHEET, 80, (9, 0), 3.35, 67, 494.5, 989.5, 989.5, (("h100",),),
+                       "reports/data/reference_h200_batch128.json",
+          sm_source="measured: torch.cuda.get_device_properties(0).multi_processor_count = 132 on the H200 of "
+                    "reports/data/reference_h200_batch128.json (provenance.sm_count)"),
+    _card("h100-nvl", "NVIDIA H100 NVL", H100_SHEET, 94, (9, 0), 3.9, 60, 417.5, 835.5, 835.5, 16896,
+          (("h100", "nvl"),), sm_source=f"{HOPPER_PAPER}: 132 SMs of GH100 (the SXM5 configuration)"),
+    _card("h100-pcie", "NVIDIA H100 PCIe", H100_SHEET, 80, (9, 0), 2.0, 51, 378, 756.5, 756.5, 14592,
+          (("h100", "pcie"),), sm_source=f"{HOPPER_PAPER}: 114 SMs on H100 PCIe"),
+    _card("h100", "NVIDIA H100 80GB HBM3", H100_SHEET, 80, (9, 0), 3.35, 67, 494.5, 989.5, 989.5, 16896,
+          (("h100",),),
           total_bytes=(81559 - 614) * MiB,
           total_source="estimated: nvidia-smi's 81,559 MiB for an H100 80GB HBM3 less the 614 MiB the driver keeps "
-                       "out of torch's total_memory on the H200 (torch has not been read on an H100 here)"),
+                       "out of torch's total_memory on the H200 (torch has not been read on an H100 here)",
+          sm_source=f"{HOPPER_PAPER}: 132 SMs on H100 SXM5"),
     _card("a100-80gb-pcie", "NVIDIA A100 80GB PCIe", A100_SHEET, 80, (8, 0), 1.935, 19.5, 156, 312, 312,
-          (("a100", "80gb", "pcie"),)),
+          6912, (("a100", "80gb", "pcie"),), sm_source=AMPERE_PAPER),
     _card("a100-80gb", "NVIDIA A100-SXM4-80GB", A100_SHEET, 80, (8, 0), 2.039, 19.5, 156, 312, 312,
-          (("a100", "80gb"),)),
-    _card("a100-40gb", "NVIDIA A100-SXM4-40GB", A100_SHEET, 40, (8, 0), 1.555, 19.5, 156, 312, 312, (("a100",),)),
+          6912, (("a100", "80gb"),), sm_source=AMPERE_PAPER),
+    _card("a100-40gb", "NVIDIA A100-SXM4-40GB", A100_SHEET, 40, (8, 0), 1.555, 19.5, 156, 312, 312, 6912,
+          (("a100",),), sm_source=AMPERE_PAPER),
     _card("l40s", "NVIDIA L40S", "NVIDIA L40S GPU datasheet", 48, (8, 9), 0.864, 91.6, 183, 362.05, 362.05,
-          (("l40s",),)),
+          18176, (("l40s",),)),
     _card("l4", "NVIDIA L4", "NVIDIA L4 Tensor Core GPU datasheet", 24, (8, 9), 0.300, 30.3, 60, 121, 121,
-          (("l4",),)),
+          7424, (("l4",),)),
     _card("a10", "NVIDIA A10", "NVIDIA A10 Tensor Core GPU datasheet", 24, (8, 6), 0.600, 31.2, 62.5, 125, 125,
-          (("a10",),)),
+          9216, (("a10",),)),
     _card("t4", "Tesla T4", "NVIDIA T4 Tensor Core GPU datasheet (FP16 figure: mixed precision FP16/FP32)", 16,
-          (7, 5), 0.320, 8.1, None, None, 65, (("t4",),), sparse_note=False),
+          (7, 5), 0.320, 8.1, None, None, 65, 2560, (("t4",),), sparse_note=False),
     _card("v100-32gb", "Tesla V100-SXM2-32GB", "NVIDIA V100 Tensor Core GPU datasheet, SXM2 (FP16 figure: tensor "
-          "performance)", 32, (7, 0), 0.900, 15.7, None, None, 125, (("v100", "32gb"),), sparse_note=False),
+          "performance)", 32, (7, 0), 0.900, 15.7, None, None, 125, 5120, (("v100", "32gb"),), sparse_note=False),
     _card("v100-16gb", "Tesla V100-SXM2-16GB", "NVIDIA V100 Tensor Core GPU datasheet, SXM2 (FP16 figure: tensor "
-          "performance)", 16, (7, 0), 0.900, 15.7, None, None, 125, (("v100",),), sparse_note=False),
+          "performance)", 16, (7, 0), 0.900, 15.7, None, None, 125, 5120, (("v100",),), sparse_note=False),
     _card("rtx4090", "NVIDIA GeForce RTX 4090", "NVIDIA Ada Lovelace GPU architecture whitepaper, RTX 4090 (tensor "
-          "rates with FP32 accumulation)", 24, (8, 9), 1.008, 82.6, 82.6, 165.2, 165.2, (("rtx", "4090"),)),
+          "rates with FP32 accumulation)", 24, (8, 9), 1.008, 82.6, 82.6, 165.2, 165.2, 16384, (("rtx", "4090"),)),
     _card("rtx3090", "NVIDIA GeForce RTX 3090", "NVIDIA Ampere GA102 GPU architecture whitepaper, RTX 3090 (tensor "
-          "rates with FP32 accumulation)", 24, (8, 6), 0.936, 35.6, 35.6, 71, 71, (("rtx", "3090"),)),
+          "rates with FP32 accumulation)", 24, (8, 6), 0.936, 35.6, 35.6, 71, 71, 10496, (("rtx", "3090"),)),
 )}
 
 #: The card predictions are for when none is named.
