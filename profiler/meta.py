@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 _MISS = object()
 #: Tensor types whose metadata is all an op sees (parameters are tensors to every kernel).
@@ -27,6 +28,20 @@ _CACHE: dict[tuple, Any] = {}
 _CACHE_LIMIT = 200_000
 #: op → the positions/names of its arguments the schema marks as written, or None when the op cannot be cached.
 _WRITTEN: dict[Any, tuple[list[int], list[str]] | None] = {}
+
+
+class MetaDispatchMode(TorchDispatchMode):
+    """The base of the dispatch modes that watch a meta pass (counter, memory trace, kernel collector).
+
+    torch wraps every ``__torch_dispatch__`` of a mode class in ``torch._disable_dynamo`` (so that ``torch.compile``
+    never traces into a mode): the wrapper imports ``torch._dynamo`` on its first call (about a second, and with it
+    symbolic shapes, sympy and ``torch.onnx``) and adds a frame-evaluation switch to every op. These modes never run
+    under ``torch.compile``, so they opt out (the opt-out torch's ``TorchDispatchMode._should_skip_dynamo``
+    documents)."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False
 
 
 def _plan(func: Any) -> tuple[list[int], list[str]] | None:

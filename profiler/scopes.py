@@ -14,14 +14,9 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten
 
 from profiler.kinds import OUTSIDE_ROW
-
-
-def _tensors(obj: object) -> list[torch.Tensor]:
-    leaves, _ = tree_flatten(obj)
-    return [t for t in leaves if isinstance(t, torch.Tensor)]
+from profiler.util.tensors import tensor_leaves
 
 
 class ModuleScopes:
@@ -59,7 +54,7 @@ class ModuleScopes:
                 return
             self.stack.append(name)
             if self.track_backward:
-                boundary = {t.grad_fn for t in _tensors(args) if t.grad_fn is not None}
+                boundary = {t.grad_fn for t in tensor_leaves(args) if t.grad_fn is not None}
                 self._input_nodes.setdefault(name, []).append(boundary)
         return hook
 
@@ -72,7 +67,7 @@ class ModuleScopes:
             if name not in self._exited:
                 self._exited.add(name)
                 self.exit_order.append(name)
-            outs = _tensors(output)
+            outs = tensor_leaves(output)
             if outs:
                 self.output_shapes[name] = tuple(outs[0].shape)
             if self.track_backward and self._input_nodes.get(name):

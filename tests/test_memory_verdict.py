@@ -239,6 +239,16 @@ def test_committed_margins_are_the_ones_validation_finds(errors):
     assert validation.reserved_margins(errors) == calibrations()["h200"].reserved_margins
 
 
+def test_a_reference_prediction_is_the_prediction_of_its_configuration():
+    """The reports take the 24 chapter-7 memory predictions from the validation's traces: they must be what
+    ``predict_config`` says for the same configuration, field by field."""
+    for run in validation.reference_runs():
+        if (run.model, run.size) == ("nin", 96):
+            ours = validation.reference_prediction(run)
+            assert ours.peak_reserved_bytes > ours.peak_allocated_bytes > 0
+            assert ours.to_dict() == predict_config("nin", 96, run.batch, train=run.train, gpu="h200").to_dict()
+
+
 def test_in_sample_predictions_are_the_committed_calibrations(errors):
     run = next(e for e in errors if e.run.label == "densenet@224 training")
     assert run.allocated == predict_config("densenet", 224, 128, train=True, gpu="h200").peak_allocated_bytes

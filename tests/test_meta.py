@@ -71,3 +71,21 @@ def test_counts_are_the_same_with_and_without_the_cache(monkeypatch: pytest.Monk
     plain = count_model(build(resolve("densenet"), 96), (2, 1, 96, 96), train=True)
     assert [(r.name, r.macs, r.other_ops, r.bytes) for r in cached.layers] == \
         [(r.name, r.macs, r.other_ops, r.bytes) for r in plain.layers]
+
+
+def test_tensor_leaves_are_tree_flattens_tensors_in_its_order():
+    from collections import OrderedDict, namedtuple
+
+    from torch.utils._pytree import tree_flatten
+
+    from profiler.util.tensors import tensor_leaves
+
+    a, b, c, d = (torch.empty(i + 1, device="meta") for i in range(4))
+    pair = namedtuple("pair", "left right")
+    trees = [a, None, 3, (a, [b, None, (c,)]), {"z": c, "a": (d, 1.5)}, ((a,), {"k": b}),
+             pair(b, [c, a]), OrderedDict(x=d, y=[a]), [torch.nn.Parameter(torch.empty(2, device="meta")), "s"]]
+    for tree in trees:
+        expected = [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
+        found = tensor_leaves(tree)
+        assert [id(t) for t in found] == [id(t) for t in expected], tree
+    assert [id(t) for t in tensor_leaves(trees[4])] == [id(c), id(d)]  # insertion order, not sorted keys

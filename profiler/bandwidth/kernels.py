@@ -62,13 +62,12 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from profiler.catalogue import GpuSpec, Precision
 from profiler.counting.rules import op_cost, tensor_bytes
 from profiler.errors import ProfilerError
 from profiler.kinds import LOSS_ROW, OPTIMIZER_ROW, ROOT_ROW, OpClass, Phase
-from profiler.meta import meta_call
+from profiler.meta import MetaDispatchMode, meta_call
 from profiler.models.loading import logits_of, tracked_forward
 from profiler.scopes import ModuleScopes, named_modules
 
@@ -328,7 +327,7 @@ def optimizer_kernels(numels: Sequence[int], element_size: int, optimizer: str) 
 
 # ------------------------------------------------------------------------------------------------ the collector
 
-class _KernelMode(TorchDispatchMode):
+class _KernelMode(MetaDispatchMode):
     """Records the kernels of every op, charged to the running layer and phase."""
 
     def __init__(self, scopes: ModuleScopes, nhwc: bool) -> None:

@@ -17,18 +17,17 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from profiler.counting.records import Counts, LayerStats, ModelStats
 from profiler.counting.rules import op_cost
 from profiler.kinds import LOSS_ROW, ROOT_ROW, UNUSED_ROW, Mode, Phase, RowKind
-from profiler.meta import meta_call
+from profiler.meta import MetaDispatchMode, meta_call
 from profiler.models.loading import tracked_forward
 from profiler.scopes import ModuleScopes, in_backward, named_modules
 from profiler.step import Step, StepConfig, make_batch
 
 
-class _CostMode(TorchDispatchMode):
+class _CostMode(MetaDispatchMode):
     """Adds each op's cost to the row of the module running it and to the current phase."""
 
     def __init__(self, scopes: ModuleScopes) -> None:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils._pytree import tree_flatten
+
+from profiler.util.tensors import tensor_leaves
 
 aten = torch.ops.aten
 
@@ -78,8 +79,7 @@ def numel(t: torch.Tensor | None) -> int:
 
 
 def _first_tensor(out: Any) -> torch.Tensor | None:
-    leaves, _ = tree_flatten(out)
-    return next((t for t in leaves if isinstance(t, torch.Tensor)), None)
+    return next(iter(tensor_leaves(out)), None)
 
 
 def _pair_prod(kernel: int | list[int] | tuple[int, ...], dims: int) -> int:
@@ -371,10 +371,8 @@ def bytes_moved(func: Any, args: tuple, kwargs: dict, out: Any) -> int:
     """Inputs read plus outputs written, each distinct tensor once per direction; 0 for views and bare allocations."""
     if _is_view(func) or func.overloadpacket in ALLOCATION_ONLY:
         return 0
-    inputs, _ = tree_flatten((args, kwargs))
-    outputs, _ = tree_flatten(out)
-    read = {id(t): t for t in inputs if isinstance(t, torch.Tensor)}
-    written = {id(t): t for t in outputs if isinstance(t, torch.Tensor)}
+    read = {id(t): t for t in tensor_leaves((args, kwargs))}
+    written = {id(t): t for t in tensor_leaves(out)}
     return sum(map(tensor_bytes, read.values())) + sum(map(tensor_bytes, written.values()))
 
 

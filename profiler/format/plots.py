@@ -75,15 +75,17 @@ def new_figure(width_in: float, height_in: float, margins_in: tuple[float, float
 def png_bytes(figure: Any) -> bytes:
     """The figure as PNG bytes at :data:`DPI`, in :data:`PNG_COLOURS` palette colours (a third of the bytes of a
     true-colour PNG, no visible loss on flat-coloured plots), without timestamp or software tag: the same figure gives
-    the same bytes."""
+    the same bytes. Drawn once on its Agg canvas and encoded once (``savefig`` would encode a true-colour PNG first:
+    twice the time), at zlib's default level (level 9 takes eight times as long for 10 % fewer bytes)."""
     from PIL import Image  # matplotlib's own dependency
 
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
-    image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    figure.set_dpi(DPI)
+    canvas = figure.canvas
+    canvas.draw()
+    image = Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
     out = io.BytesIO()
-    image.quantize(colors=PNG_COLOURS, method=Image.Quantize.MEDIANCUT).save(out, format="png", optimize=True,
-                                                                           dpi=(DPI, DPI))
+    image.convert("RGB").quantize(colors=PNG_COLOURS, method=Image.Quantize.FASTOCTREE).save(
+        out, format="png", compress_level=6, dpi=(DPI, DPI))
     return out.getvalue()
 
 

@@ -32,8 +32,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
 from profiler.catalogue import DEFAULT_GPU, GPUS, GpuSpec
@@ -41,10 +39,11 @@ from profiler.kinds import Phase
 from profiler.memory.allocator import round_size
 from profiler.memory.attention import SDPA, CudaAttention
 from profiler.memory.layers import LayerBytes
-from profiler.meta import meta_call
+from profiler.meta import MetaDispatchMode, meta_call
 from profiler.models.loading import tracked_forward
 from profiler.scopes import ModuleScopes, in_backward, named_modules
 from profiler.step import Step, StepConfig, StepObserver, make_batch
+from profiler.util.tensors import tensor_leaves
 
 aten = torch.ops.aten
 
@@ -151,7 +150,7 @@ class _Redirect(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-class _Recorder(TorchDispatchMode):
+class _Recorder(MetaDispatchMode):
     """Records allocations (new storages of op outputs), frees (storage finalizers), convs and matrix products."""
 
     def __init__(self, scopes: ModuleScopes) -> None:
@@ -213,7 +212,7 @@ class _Recorder(TorchDispatchMode):
             self._convolution_backward(args, out)
             return out
         category = "optimizer" if self.phase == "optimizer" else "activations"
-        for t in tree_flatten(out)[0]:
+        for t in tensor_leaves(out):
             self.track(t, category)
         if packet in _CONV_OPS:
             self.mark("conv", conv=_conv_call("forward", args, out))

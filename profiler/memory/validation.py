@@ -29,7 +29,8 @@ from typing import Any
 from profiler.catalogue import gpu_spec
 from profiler.kinds import Mode
 from profiler.memory.calibration import calibrations
-from profiler.memory.predict import Replay, replay
+from profiler.memory.predict import Replay, predict, replay
+from profiler.memory.records import MemoryResult
 from profiler.memory.trace import Trace, trace_step
 from profiler.memory.verdict import fit_verdict
 from profiler.memory.workspaces import conv_workspaces, stages
@@ -121,7 +122,16 @@ def reference_runs() -> list[ReferenceRun]:
 @cache
 def _trace(model: str, size: int, batch: int, train: bool) -> Trace:
     spec = resolve(model)
-    return trace_step(build(spec, size), spec.input_shape(batch, size), StepConfig.make(train))
+    return trace_step(build(spec, size), spec.input_shape(batch, size), StepConfig.make(train),
+                      gpu=gpu_spec(REFERENCE_GPU))
+
+
+def reference_prediction(run: ReferenceRun) -> MemoryResult:
+    """The prediction for the reference card of the configuration ``run`` measured, from the trace the validation
+    replays: the same result as :func:`~profiler.memory.runner.predict_config` gives, without tracing again."""
+    spec = resolve(run.model)
+    return predict(_trace(run.model, run.size, run.batch, run.train), gpu_spec(REFERENCE_GPU), spec.name,
+                   model_source=spec.source)
 
 
 def _replay(run: ReferenceRun, table: dict[str, Any]) -> Replay:

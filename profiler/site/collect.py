@@ -15,12 +15,20 @@ from profiler.counting import LayerStats, ModelStats, count_configs, count_layer
 from profiler.counting.counter import fold
 from profiler.memory.records import MemoryResult
 from profiler.memory.runner import predict_config
-from profiler.memory.validation import RunErrors, Sensitivity, reference_runs, validate, workspace_sensitivity
+from profiler.memory.validation import (
+    REFERENCE_GPU,
+    RunErrors,
+    Sensitivity,
+    reference_prediction,
+    reference_runs,
+    validate,
+    workspace_sensitivity,
+)
 from profiler.models import ZOO, build, resolve, smallest_input_size
 from profiler.models.zoo import CHAPTER7
 from profiler.site.measured import DATA_DIR, Measurements, load_measurements
 from profiler.site.measured_gpu import GpuBandwidthSet, load_gpu_bandwidth
-from profiler.util.parallel import run_all
+from profiler.util.parallel import frozen_heap, run_all
 
 #: Input sizes every report compares (d2l trains chapter 7 at 224; exercise 7.2.3 asks for 96).
 SIZES = (96, 224)
@@ -97,22 +105,41 @@ def _count(name: str, size: int, **kwargs: object) -> ModelStats:
     return count_configs([name], [size], **kwargs)[0]
 
 
-def _size_data(name: str, size: int) -> SizeData:
+def _size_fields(name: str, size: int, memory: bool = True) -> dict[str, object]:
+    """The fields of the model's :class:`SizeData` at ``size``; with ``memory=False``, all but the memory
+    predictions (the validation task predicts those configurations already, see :func:`_memory_errors`)."""
     layers = _count(name, size)
     depth = FOLD_DEPTH.get(name)
     inference, train = _count(name, size, batch=BATCH), _count(name, size, batch=BATCH, train=True)
-    return SizeData(size=size, table=fold(layers, depth) if depth else layers, layers=layers, inference=inference,
-                    train=train, memory_inference=predict_config(name, size, BATCH, gpu=GPU),
-                    memory_train=predict_config(name, size, BATCH, train=True, gpu=GPU),
-                    time_inference=predict_step(name, size, BATCH, gpu=GPU, dtype=DTYPE, counted=inference),
-                    time_train=predict_step(name, size, BATCH, train=True, gpu=GPU, dtype=DTYPE, optimizer=OPTIMIZER,
-                                            counted=train))
+    fields = dict(size=size, table=fold(layers, depth) if depth else layers, layers=layers, inference=inference,
+                  train=train,
+                  time_inference=predict_step(name, size, BATCH, gpu=GPU, dtype=DTYPE, counted=inference),
+                  time_train=predict_step(name, size, BATCH, train=True, gpu=GPU, dtype=DTYPE, optimizer=OPTIMIZER,
+                                          counted=train))
+    if memory:
+        fields.update(memory_inference=predict_config(name, size, BATCH, gpu=GPU),
+                      memory_train=predict_config(name, size, BATCH, train=True, gpu=GPU))
+    return fields
 
 
-def _memory_errors() -> tuple[tuple[RunErrors, ...], tuple[Sensitivity, ...]]:
-    """The memory prediction against every committed run, and each run's workspace sensitivity: one task, so that
-    both replay the step traces this process recorded once."""
-    return validate(), tuple(workspace_sensitivity(run) for run in reference_runs())
+def _validated_configs() -> set[tuple[str, int]]:
+    """The (model, size) pairs whose inference and training step at :data:`BATCH` on :data:`GPU` the committed
+    reference measured: the validation traces them, and its predictions are the reports'."""
+    if GPU != REFERENCE_GPU:
+        return set()
+    runs = {(r.model, r.size, r.train) for r in reference_runs() if r.batch == BATCH}
+    return {(model, size) for model, size, train in runs if train and (model, size, False) in runs}
+
+
+Predictions = dict[tuple[str, int, bool], MemoryResult]
+
+
+def _memory_errors() -> tuple[tuple[RunErrors, ...], tuple[Sensitivity, ...], Predictions]:
+    """The memory prediction against every committed run, each run's workspace sensitivity, and the prediction of
+    each run's configuration: one task, so that all three replay the step traces this process recorded once."""
+    runs = reference_runs()
+    return (validate(), tuple(workspace_sensitivity(run) for run in runs),
+            {(run.model, run.size, run.train): reference_prediction(run) for run in runs if run.batch == BATCH})
 
 
 def _pointwise_params(name: str, size: int) -> int:
@@ -152,11 +179,12 @@ def collect() -> ReportData:
     independent and deterministic; they are computed on every core (:func:`~profiler.util.parallel.run_all`)."""
     _preload()
     sizes = [(entry.name, size) for entry in ZOO.values() for size in report_sizes(entry.name)]
+    validated = _validated_configs()
     # the longest pieces first (validation traces 24 steps; the zoo ends with its largest models), so that no worker
     # is left with one of them at the end
     tasks: dict[object, tuple] = {
         "memory_errors": (_memory_errors, (), {}),
-        **{pair: (_size_data, pair, {}) for pair in reversed(sizes)},
+        **{pair: (_size_fields, pair, dict(memory=pair not in validated)) for pair in reversed(sizes)},
         **{f"alexnet_batch_{b}": (predict_config, ("alexnet", 224, b), dict(train=True, gpu=GPU))
            for b in ALEXNET_BATCHES},
         "densenet_small": (predict_config, ("densenet", DENSENET_SMALL_SIZE, BATCH), dict(train=True, gpu=GPU)),
@@ -167,7 +195,14 @@ def collect() -> ReportData:
         **{f"pointwise_{name}": (_pointwise_params, (name, 224), {}) for name in CHAPTER7},
         "torchvision_alexnet": (_count, ("torchvision:alexnet", 224), {}),
     }
-    extra = dict(zip(tasks, run_all(list(tasks.values())), strict=True))
+    with frozen_heap():
+        extra = dict(zip(tasks, run_all(list(tasks.values())), strict=True))
+    predicted = extra["memory_errors"][2]
+    for name, size in validated:
+        extra[name, size].update(memory_inference=predicted[name, size, False],
+                                 memory_train=predicted[name, size, True])
+    for pair in sizes:
+        extra[pair] = SizeData(**extra[pair])
     models = {entry.name: ModelData(entry.name, entry.family, entry.source, FOLD_DEPTH.get(entry.name),
                                     {size: extra[entry.name, size] for size in report_sizes(entry.name)},
                                     entry.default_size)

@@ -15,7 +15,7 @@ from profiler.memory.trace import CATEGORIES
 from profiler.models.zoo import CHAPTER7
 from profiler.site.collect import BATCH, SIZES, ReportData, SizeData
 from profiler.site.markdown import PREDICTED_FOR, MiB
-from profiler.util.parallel import run_all
+from profiler.util.parallel import frozen_heap, run_all
 
 SMALL, LARGE = SIZES
 #: Each layer-category colour of the memory breakdown, as an index into the palette.
@@ -160,4 +160,5 @@ def render_figures(data: ReportData) -> dict[str, bytes]:
     for name, model in data.models.items():
         sd = model.sizes[model.book_size]
         tasks[roofline_file(name)] = (_png, (roofline, sd.time_inference, sd.time_train), {})
-    return dict(zip(tasks, run_all(list(tasks.values())), strict=True))
+    with frozen_heap():
+        return dict(zip(tasks, run_all(list(tasks.values())), strict=True))
