@@ -19,9 +19,9 @@ from profiler.kinds import Source
 from profiler.memory.allocator import CachingAllocator
 from profiler.memory.calibration import calibration_for
 from profiler.memory.records import MemoryResult
-from profiler.memory.trace import CATEGORIES, Trace
+from profiler.memory.trace import CATEGORIES, ConvCall, Trace
 from profiler.memory.verdict import fit_verdict
-from profiler.memory.workspaces import cap, conv_workspaces, stages
+from profiler.memory.workspaces import ConvWorkspaces, cap, conv_workspaces, stages
 
 
 @dataclass
@@ -54,6 +54,7 @@ def replay(trace: Trace, gpu: GpuSpec, workspaces: dict[str, Any] | None = None,
     breakdown = dict(live)
     phases: dict[str, int] = {}
     seen_convs: set[tuple] = set()
+    sizes: dict[tuple[ConvCall, str], ConvWorkspaces] = {}  # the same convolution recurs in every step and block
     cublas_threads: set[str] = set()
 
     def malloc(key: object, nbytes: int, category: str) -> None:
@@ -102,7 +103,9 @@ def replay(trace: Trace, gpu: GpuSpec, workspaces: dict[str, Any] | None = None,
             malloc(("cublas", event.thread), gpu.cublas_workspace_bytes, "workspace")
         elif event.kind == "conv":
             for stage in stages(event.conv):
-                ws = conv_workspaces(event.conv, stage, table)
+                ws = sizes.get((event.conv, stage))
+                if ws is None:
+                    ws = sizes[event.conv, stage] = conv_workspaces(event.conv, stage, table)
                 if ws.probe and (stage, event.conv.signature()) not in seen_convs:
                     workspace(ws.probe)
                 seen_convs.add((stage, event.conv.signature()))
