@@ -89,3 +89,39 @@ def test_tensor_leaves_are_tree_flattens_tensors_in_its_order():
         found = tensor_leaves(tree)
         assert [id(t) for t in found] == [id(t) for t in expected], tree
     assert [id(t) for t in tensor_leaves(trees[4])] == [id(c), id(d)]  # insertion order, not sorted keys
+
+
+_STAND_IN_RUN = """
+import json, sys
+from profiler.counting import count_configs, dynamo_import_skipped
+from profiler.memory.runner import predict_config
+with dynamo_import_skipped():
+    counted = count_configs(["nin"], [96], batch=4, train=True)[0]
+    memory = predict_config("nin", 96, 4, train=True, gpu="h200")  # an optimizer step: graph_break()
+    untouched = type(sys.modules["torch._dynamo"]).__name__ == "_DynamoStandIn"  # (hasattr would hand over)
+    import torch._dynamo
+    config = torch._dynamo.config  # anything else: the real module, imported now
+    real = hasattr(sys.modules["torch._dynamo"], "optimize") and config is sys.modules["torch._dynamo.config"]
+print(json.dumps([counted.totals.macs, counted.totals.bytes, memory.peak_allocated_bytes, memory.peak_reserved_bytes,
+                  untouched, real]))
+"""
+
+
+def test_the_dynamo_stand_in_changes_no_number_and_hands_over_when_more_is_asked():
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from profiler.counting import count_configs
+    from profiler.memory.runner import predict_config
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", _STAND_IN_RUN], cwd=root, capture_output=True, text=True,
+                          check=True, env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    *numbers, untouched, real = json.loads(done.stdout.strip().splitlines()[-1])
+    counted = count_configs(["nin"], [96], batch=4, train=True)[0]
+    memory = predict_config("nin", 96, 4, train=True, gpu="h200")
+    assert numbers == [counted.totals.macs, counted.totals.bytes, memory.peak_allocated_bytes,
+                       memory.peak_reserved_bytes]
+    assert untouched and real

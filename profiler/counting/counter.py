@@ -7,6 +7,7 @@ functional calls (``F.relu``, ``torch.cat``) inside a module's ``forward`` are c
 
 from __future__ import annotations
 
+import importlib
 import sys
 import types
 from collections import Counter
@@ -50,29 +51,54 @@ class _CostMode(MetaDispatchMode):
         return out
 
 
+class _DynamoStandIn(types.ModuleType):
+    """``torch._dynamo`` for a process that compiles nothing: ``disable(fn)`` is ``fn`` and ``graph_break()`` does
+    nothing (what torch's meta kernels and optimizers call); any other attribute imports the real module, which then
+    replaces this one."""
+
+    def __init__(self) -> None:
+        super().__init__("torch._dynamo")
+
+    @staticmethod
+    def disable(fn: Any, recursive: bool = True, wrapping: bool = False) -> Any:
+        return fn
+
+    @staticmethod
+    def graph_break() -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        _drop_stand_in(self)
+        return getattr(importlib.import_module("torch._dynamo"), name)
+
+
+def _drop_stand_in(stand_in: types.ModuleType) -> None:
+    if sys.modules.get("torch._dynamo") is stand_in:
+        del sys.modules["torch._dynamo"]
+    if vars(torch).get("_dynamo") is stand_in:  # getattr would import the real one
+        delattr(torch, "_dynamo")
+
+
 @contextmanager
 def dynamo_import_skipped() -> Iterator[None]:
     """Save the ~1 s import of ``torch._dynamo`` in a short-lived process that compiles nothing.
 
     Several of torch's meta kernels are Python functions wrapped by ``torch._compile._disable_dynamo``, which imports
-    ``torch._dynamo`` on their first call only to mark them "never trace" (and caches the marked function). In a
-    process that never compiles, that mark changes nothing, so while this block runs — and only if dynamo is not
-    loaded yet — a stand-in module answers ``disable(fn) → fn``. The CLI uses it; library callers who may compile
-    later in the same process should not.
+    ``torch._dynamo`` on their first call only to mark them "never trace" (and caches the marked function); an
+    optimizer step calls ``torch._dynamo.graph_break()``. In a process that never compiles, neither changes anything,
+    so while this block runs — and only if dynamo is not loaded yet — a stand-in module answers both; code that needs
+    more of dynamo (activation checkpointing reads its config) gets the real module, imported then. The CLI uses it;
+    library callers who may compile later in the same process should not.
     """
     if "torch._dynamo" in sys.modules:
         yield
         return
-    stand_in = types.ModuleType("torch._dynamo")
-    stand_in.disable = lambda fn, recursive=True, wrapping=False: fn  # type: ignore[attr-defined]
+    stand_in = _DynamoStandIn()
     sys.modules["torch._dynamo"] = stand_in
     try:
         yield
     finally:
-        if sys.modules.get("torch._dynamo") is stand_in:
-            del sys.modules["torch._dynamo"]
-            if vars(torch).get("_dynamo") is stand_in:  # getattr would import the real one
-                delattr(torch, "_dynamo")
+        _drop_stand_in(stand_in)
 
 
 def count_model(model: nn.Module, input_shape: tuple[int, ...], name: str = "", train: bool = False,

@@ -168,8 +168,10 @@ def _googlenet_avoided(google: ModelStats, alexnet: ModelStats) -> dict[str, Lay
 
 
 def _preload() -> None:
-    """Import here what torch's meta kernels import on their first call (``torch._check`` → symbolic shapes, sympy,
-    dynamo: about a second), so that the forked workers inherit it instead of each importing it again."""
+    """Import here what torch's meta kernels import on their first call (``torch._check`` → symbolic shapes, sympy;
+    ``torch._dynamo`` too, unless the CLI put its stand-in in place, see
+    :func:`~profiler.counting.dynamo_import_skipped`), so that the forked workers inherit it instead of each
+    importing it again."""
     import torch._dynamo  # noqa: F401
     import torch.fx.experimental.symbolic_shapes  # noqa: F401
 
