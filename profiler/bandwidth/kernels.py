@@ -64,6 +64,7 @@ import torch
 from torch import nn
 
 from profiler.catalogue import GpuSpec, Precision
+from profiler.counting import ModelStats, count_model
 from profiler.counting.rules import op_cost, tensor_bytes
 from profiler.errors import ProfilerError
 from profiler.kinds import LOSS_ROW, OPTIMIZER_ROW, ROOT_ROW, OpClass, Phase
@@ -327,30 +328,51 @@ def optimizer_kernels(numels: Sequence[int], element_size: int, optimizer: str) 
 
 # ------------------------------------------------------------------------------------------------ the collector
 
-class _KernelMode(MetaDispatchMode):
-    """Records the kernels of every op, charged to the running layer and phase."""
+class _KernelCollector:
+    """Records the kernels of every op it is shown, charged to the running layer and phase."""
 
-    def __init__(self, scopes: ModuleScopes, nhwc: bool) -> None:
-        super().__init__()
-        self.scopes = scopes
+    def __init__(self, nhwc: bool) -> None:
         self.nhwc = nhwc
         self.kernels: list[Kernel] = []
         self.calls_without_kernels = 0
 
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        kwargs = kwargs or {}
-        out = meta_call(func, args, kwargs)  # the counter's cached meta kernels: the same outputs, far faster
-        layer = self.scopes.current() or ROOT_ROW
+    def observe(self, func: Any, args: tuple, kwargs: dict, out: Any, layer: str) -> None:
+        layer = layer or ROOT_ROW
         phase = Phase.BACKWARD if torch._C._current_graph_task_id() != -1 else Phase.FORWARD
         launched = op_kernels(func, args, kwargs, out, self.nhwc)
         if not launched and not _eager_call(func):
-            return out
+            return
         calls = self.calls_without_kernels + 1
         self.calls_without_kernels = 0 if launched else calls
         recorded = phase is Phase.FORWARD and torch.is_grad_enabled()
         self.kernels.extend(Kernel(k.label, k.op_class, layer, phase, k.flops, k.bytes, calls if index == 0 else 0,
                                    recorded, k.gemm)
                             for index, k in enumerate(launched))
+
+    def step_kernels(self, model: nn.Module, train: bool, optimizer: str) -> list[Kernel]:
+        """The kernels recorded, then, for a training step, the optimizer's update of ``model``'s parameters."""
+        kernels = list(self.kernels)
+        if train:
+            params = [p for p in model.parameters() if p.requires_grad]
+            update = optimizer_kernels([p.numel() for p in params], params[0].element_size() if params else 4,
+                                       optimizer)
+            if update:  # backward's last calls without kernels (gradients handed to parameters) precede the update
+                update[0] = replace(update[0], host_calls=update[0].host_calls + self.calls_without_kernels)
+            kernels += update
+        return kernels
+
+
+class _KernelMode(MetaDispatchMode):
+    """Shows every op to a :class:`_KernelCollector`, charged to the running layer."""
+
+    def __init__(self, scopes: ModuleScopes, collector: _KernelCollector) -> None:
+        super().__init__()
+        self.scopes, self.collector = scopes, collector
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = meta_call(func, args, kwargs)  # the counter's cached meta kernels: the same outputs, far faster
+        self.collector.observe(func, args, kwargs, out, self.scopes.current())
         return out
 
 
@@ -384,8 +406,9 @@ def step_kernels(model: nn.Module, input_shape: tuple[int, ...], train: bool, dt
     for p in model.parameters():
         p.grad = None
     model.train(train)
+    collector = _KernelCollector(nhwc)
     try:
-        with scopes.attached(), _KernelMode(scopes, nhwc) as mode, tracked_forward(scopes, model):
+        with scopes.attached(), _KernelMode(scopes, collector), tracked_forward(scopes, model):
             if train:
                 loss_fn(logits_of(model(x)), target).backward()
             else:
@@ -393,13 +416,19 @@ def step_kernels(model: nn.Module, input_shape: tuple[int, ...], train: bool, dt
                     model(x)
     finally:
         model.train(was_training)
-    kernels = mode.kernels
-    if train:
-        params = [p for p in model.parameters() if p.requires_grad]
-        update = optimizer_kernels([p.numel() for p in params], params[0].element_size() if params else 4,
-                                   optimizer)
-        if update:  # backward's last calls without kernels (gradients handed to parameters) precede the update
-            update[0] = replace(update[0], host_calls=update[0].host_calls + mode.calls_without_kernels)
-        kernels += update
-    return kernels
+    return collector.step_kernels(model, train, optimizer)
+
+
+def counted_step_kernels(model: nn.Module, input_shape: tuple[int, ...], train: bool,
+                         dtype: torch.dtype = torch.float32, optimizer: str = "sgd", nhwc: bool = True,
+                         name: str = "", model_source: str = "") -> tuple[ModelStats, list[Kernel]]:
+    """:func:`~profiler.counting.count_model` and :func:`step_kernels` of the same step from one meta pass: the
+    counter's pass shows every op to the kernel collector (the same ops in the same order, charged to the same
+    layers: both run forward, cross-entropy and backward on fresh gradients)."""
+    collector = _KernelCollector(nhwc)
+    for p in model.parameters():
+        p.grad = None
+    stats = count_model(model, input_shape, name=name, train=train, dtype=dtype, model_source=model_source,
+                        observe=collector.observe)
+    return stats, collector.step_kernels(model, train, optimizer)
 

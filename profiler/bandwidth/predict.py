@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from profiler.bandwidth.kernels import OPTIMIZERS, Kernel, nhwc_convolutions, step_kernels
+from profiler.bandwidth.kernels import OPTIMIZERS, Kernel, counted_step_kernels, nhwc_convolutions, step_kernels
 from profiler.bandwidth.records import CATEGORIES, BandwidthResult, LayerTiming
 from profiler.bandwidth.runner import category
 from profiler.bandwidth.timemodel import (
@@ -42,7 +42,7 @@ from profiler.bandwidth.timemodel import (
     step_bound,
 )
 from profiler.catalogue import DEFAULT_GPU, GpuSpec, Precision, datasheet_for, gpu_spec
-from profiler.counting import ModelStats, count_model, dynamo_import_skipped
+from profiler.counting import ModelStats, dynamo_import_skipped
 from profiler.errors import ProfilerError
 from profiler.kinds import LOSS_ROW, OPTIMIZER_ROW, ROOT_ROW, Bound, Mode, OpClass, Phase, Source
 from profiler.models import build, resolve
@@ -112,7 +112,24 @@ def predict_step(model_name: str, size: int, batch: int = 128, train: bool = Fal
     """The predicted time per layer and per step of one configuration on the catalogue card ``gpu`` (module
     docstring), with the committed coefficients unless ``calibration`` is given. ``optimizer`` applies to training
     steps (steady state: from the second step on). ``counted``: the static count of this very configuration where the
-    caller has it already (the reports do), so that it is not counted twice."""
+    caller has it already, so that it is not counted again (else one meta pass counts and collects the kernels:
+    :func:`count_and_predict_step`)."""
+    return _predict(model_name, size, batch, train, gpu, dtype, optimizer, channels, classes, calibration,
+                    counted)[1]
+
+
+def count_and_predict_step(model_name: str, size: int, batch: int = 128, train: bool = False,
+                           gpu: str = DEFAULT_GPU, dtype: str = "float32", optimizer: str = "sgd",
+                           channels: int | None = None, classes: int | None = None,
+                           calibration: Calibration | None = None) -> tuple[ModelStats, BandwidthResult]:
+    """The static count of one configuration (as :func:`~profiler.counting.count_configs` gives it) and its
+    :func:`predict_step`, from one meta pass (:func:`~profiler.bandwidth.kernels.counted_step_kernels`)."""
+    return _predict(model_name, size, batch, train, gpu, dtype, optimizer, channels, classes, calibration, None)
+
+
+def _predict(model_name: str, size: int, batch: int, train: bool, gpu: str, dtype: str, optimizer: str,
+             channels: int | None, classes: int | None, calibration: Calibration | None,
+             counted: ModelStats | None) -> tuple[ModelStats, BandwidthResult]:
     _check(dtype, optimizer)
     card = gpu_spec(gpu)
     spec = resolve(model_name)
@@ -122,17 +139,20 @@ def predict_step(model_name: str, size: int, batch: int = 128, train: bool = Fal
             tuple(shape), Mode.of(train), dtype):
         raise ValueError(f"the count given is of {counted.input_shape} {counted.mode} {counted.dtype}, not of the "
                          f"configuration predicted ({shape} {Mode.of(train)} {dtype})")
+    nhwc = nhwc_convolutions(card, dtype)
     try:
-        stats = counted if counted is not None else count_model(model, shape, name=spec.name, train=train,
-                                                                dtype=getattr(torch, dtype), model_source=spec.source)
-        kernels = step_kernels(model, shape, train, getattr(torch, dtype), optimizer, nhwc_convolutions(card, dtype))
+        if counted is None:
+            stats, kernels = counted_step_kernels(model, shape, train, getattr(torch, dtype), optimizer, nhwc,
+                                                  name=spec.name, model_source=spec.source)
+        else:
+            stats, kernels = counted, step_kernels(model, shape, train, getattr(torch, dtype), optimizer, nhwc)
     except ForwardFailed as failure:
         raise explain(spec, size, channels, classes, failure) from None
     modules = named_modules(model)
     if train:
         modules[LOSS_ROW] = torch.nn.CrossEntropyLoss()
-    return _result(stats, modules, kernels, card, dtype, optimizer if train else None,
-                   calibration or committed_calibration())
+    return stats, _result(stats, modules, kernels, card, dtype, optimizer if train else None,
+                          calibration or committed_calibration())
 
 
 def _row_times(kernels: Sequence[Kernel], kernel_s: np.ndarray, compute_bound: np.ndarray, card: GpuSpec,

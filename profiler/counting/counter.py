@@ -11,7 +11,7 @@ import importlib
 import sys
 import types
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -27,13 +27,17 @@ from profiler.models.loading import tracked_forward
 from profiler.scopes import ModuleScopes, in_backward, named_modules
 from profiler.step import Step, StepConfig, make_batch
 
+#: Called with every op of a counted step, after the counter: (op, args, kwargs, outputs, the running layer's name).
+OpObserver = Callable[[Any, tuple, dict, Any, str], None]
+
 
 class _CostMode(MetaDispatchMode):
     """Adds each op's cost to the row of the module running it and to the current phase."""
 
-    def __init__(self, scopes: ModuleScopes) -> None:
+    def __init__(self, scopes: ModuleScopes, observe: OpObserver | None = None) -> None:
         super().__init__()
         self.scopes = scopes
+        self.observe = observe
         self.rows: dict[str, Counts] = {}
         self.phases: dict[str, Counts] = {}
         self.uncounted: Counter[str] = Counter()
@@ -45,9 +49,12 @@ class _CostMode(MetaDispatchMode):
         if not cost.counted:
             self.uncounted[str(func.overloadpacket)] += 1
         row = Counts(cost.macs, cost.other_ops, cost.bytes)
-        self.rows.setdefault(self.scopes.current(), Counts()).add(row)
+        layer = self.scopes.current()
+        self.rows.setdefault(layer, Counts()).add(row)
         phase = Phase.BACKWARD if in_backward() else Phase.FORWARD
         self.phases.setdefault(phase, Counts()).add(row)
+        if self.observe is not None:
+            self.observe(func, args, kwargs, out, layer)
         return out
 
 
@@ -102,14 +109,16 @@ def dynamo_import_skipped() -> Iterator[None]:
 
 
 def count_model(model: nn.Module, input_shape: tuple[int, ...], name: str = "", train: bool = False,
-                depth: int | None = None, dtype: torch.dtype = torch.float32, model_source: str = "") -> ModelStats:
+                depth: int | None = None, dtype: torch.dtype = torch.float32, model_source: str = "",
+                observe: OpObserver | None = None) -> ModelStats:
     """Per-layer MACs, other ops and bytes of ``model`` (on the meta device, lazy layers already sized).
 
     One step of the protocol (:mod:`profiler.step`): inference, or a training step's forward, cross-entropy loss (row
     ``loss``) and backward with weight and input gradients — the optimizer update is not counted. Rows are leaf
     modules plus containers that run ops of their own, in execution order; ``depth`` folds deeper rows into their
     ancestors (``--depth``). The model is left as it was (mode, gradients). A failing forward raises
-    :class:`~profiler.models.loading.ForwardFailed` naming the layer.
+    :class:`~profiler.models.loading.ForwardFailed` naming the layer. ``observe`` sees every op of the pass too (the
+    time model collects its kernels so, without a second pass).
     """
     modules = named_modules(model)
     model = model.to(dtype)
@@ -124,7 +133,7 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...], name: str = "", 
         modules[LOSS_ROW] = step.loss_fn
     scopes = ModuleScopes(modules, track_backward=train, outside=LOSS_ROW if train else ROOT_ROW)
     try:
-        with scopes.attached(), _CostMode(scopes) as mode, tracked_forward(scopes, model):
+        with scopes.attached(), _CostMode(scopes, observe) as mode, tracked_forward(scopes, model):
             step.run()
     finally:
         model.train(was_training)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from profiler.bandwidth.predict import predict_step
+from profiler.bandwidth.predict import count_and_predict_step
 from profiler.bandwidth.records import BandwidthResult
 from profiler.counting import LayerStats, ModelStats, count_configs, count_layer
 from profiler.counting.counter import fold
@@ -110,12 +110,12 @@ def _size_fields(name: str, size: int, memory: bool = True) -> dict[str, object]
     predictions (the validation task predicts those configurations already, see :func:`_memory_errors`)."""
     layers = _count(name, size)
     depth = FOLD_DEPTH.get(name)
-    inference, train = _count(name, size, batch=BATCH), _count(name, size, batch=BATCH, train=True)
+    # counted and timed in one meta pass per step
+    inference, time_inference = count_and_predict_step(name, size, BATCH, gpu=GPU, dtype=DTYPE)
+    train, time_train = count_and_predict_step(name, size, BATCH, train=True, gpu=GPU, dtype=DTYPE,
+                                               optimizer=OPTIMIZER)
     fields = dict(size=size, table=fold(layers, depth) if depth else layers, layers=layers, inference=inference,
-                  train=train,
-                  time_inference=predict_step(name, size, BATCH, gpu=GPU, dtype=DTYPE, counted=inference),
-                  time_train=predict_step(name, size, BATCH, train=True, gpu=GPU, dtype=DTYPE, optimizer=OPTIMIZER,
-                                          counted=train))
+                  train=train, time_inference=time_inference, time_train=time_train)
     if memory:
         fields.update(memory_inference=predict_config(name, size, BATCH, gpu=GPU),
                       memory_train=predict_config(name, size, BATCH, train=True, gpu=GPU))
