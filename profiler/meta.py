@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from profiler.util.tensors import tensor_leaves
+
 _MISS = object()
 #: Tensor types whose metadata is all an op sees (parameters are tensors to every kernel).
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
@@ -190,7 +192,7 @@ def meta_call(func: Any, args: tuple, kwargs: dict) -> Any:
     hit = _CACHE.get(key, _MISS)
     if hit is _MISS:
         out = _run(func, args, kwargs)
-        inputs = {t.untyped_storage()._cdata for t in _tensors((args, kwargs))}
+        inputs = {t.untyped_storage()._cdata for t in tensor_leaves((args, kwargs))}
         if len(_CACHE) >= _CACHE_LIMIT:
             _CACHE.clear()
         description = _describe_output(out, inputs)
@@ -206,13 +208,3 @@ def meta_call(func: Any, args: tuple, kwargs: dict) -> Any:
         if isinstance(kwargs.get(name), torch.Tensor):
             torch.autograd.graph.increment_version(kwargs[name])
     return _rebuild(hit)
-
-
-def _tensors(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _tensors(v)]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _tensors(v)]
-    return []

@@ -67,10 +67,7 @@ from profiler.catalogue import GpuSpec, Precision
 from profiler.counting import ModelStats, count_model
 from profiler.counting.rules import op_cost, tensor_bytes
 from profiler.errors import ProfilerError
-from profiler.kinds import LOSS_ROW, OPTIMIZER_ROW, ROOT_ROW, OpClass, Phase
-from profiler.meta import MetaDispatchMode, meta_call
-from profiler.models.loading import logits_of, tracked_forward
-from profiler.scopes import ModuleScopes, named_modules
+from profiler.kinds import OPTIMIZER_ROW, ROOT_ROW, OpClass, Phase
 
 aten = torch.ops.aten
 #: The autograd node that hands each parameter its gradient.
@@ -362,20 +359,6 @@ class _KernelCollector:
         return kernels
 
 
-class _KernelMode(MetaDispatchMode):
-    """Shows every op to a :class:`_KernelCollector`, charged to the running layer."""
-
-    def __init__(self, scopes: ModuleScopes, collector: _KernelCollector) -> None:
-        super().__init__()
-        self.scopes, self.collector = scopes, collector
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        kwargs = kwargs or {}
-        out = meta_call(func, args, kwargs)  # the counter's cached meta kernels: the same outputs, far faster
-        self.collector.observe(func, args, kwargs, out, self.scopes.current())
-        return out
-
-
 def _eager_call(func: Any) -> bool:
     """Whether the eager step makes this call too (module docstring): a ``detach`` is the dispatch mode's own unless
     AccumulateGrad makes it."""
@@ -394,41 +377,16 @@ def step_kernels(model: nn.Module, input_shape: tuple[int, ...], train: bool, dt
     convolutions channels-last (:func:`nhwc_convolutions` of the card and dtype), with layout transforms. Calls
     without kernels after the last launch of an inference step cost the host nothing here (there is nothing left to
     wait for). A failing forward raises :class:`~profiler.models.loading.ForwardFailed`."""
-    model = model.to(dtype)
-    modules = named_modules(model)
-    loss_fn = nn.CrossEntropyLoss()
-    if train:
-        modules[LOSS_ROW] = loss_fn
-    scopes = ModuleScopes(modules, track_backward=train, outside=LOSS_ROW if train else ROOT_ROW)
-    x = torch.empty(input_shape, device="meta", dtype=dtype)
-    target = torch.zeros(input_shape[0], dtype=torch.long, device="meta")  # made once, outside the step
-    was_training = model.training
-    for p in model.parameters():
-        p.grad = None
-    model.train(train)
-    collector = _KernelCollector(nhwc)
-    try:
-        with scopes.attached(), _KernelMode(scopes, collector), tracked_forward(scopes, model):
-            if train:
-                loss_fn(logits_of(model(x)), target).backward()
-            else:
-                with torch.no_grad():
-                    model(x)
-    finally:
-        model.train(was_training)
-    return collector.step_kernels(model, train, optimizer)
+    return counted_step_kernels(model, input_shape, train, dtype, optimizer, nhwc)[1]
 
 
 def counted_step_kernels(model: nn.Module, input_shape: tuple[int, ...], train: bool,
                          dtype: torch.dtype = torch.float32, optimizer: str = "sgd", nhwc: bool = True,
                          name: str = "", model_source: str = "") -> tuple[ModelStats, list[Kernel]]:
-    """:func:`~profiler.counting.count_model` and :func:`step_kernels` of the same step from one meta pass: the
-    counter's pass shows every op to the kernel collector (the same ops in the same order, charged to the same
-    layers: both run forward, cross-entropy and backward on fresh gradients)."""
+    """:func:`~profiler.counting.count_model` of the step and its :func:`step_kernels`, from one meta pass: the
+    counter runs the step protocol (:mod:`profiler.step`) and shows every op to the kernel collector, charged to the
+    layer it counts it in."""
     collector = _KernelCollector(nhwc)
-    for p in model.parameters():
-        p.grad = None
     stats = count_model(model, input_shape, name=name, train=train, dtype=dtype, model_source=model_source,
                         observe=collector.observe)
     return stats, collector.step_kernels(model, train, optimizer)
-

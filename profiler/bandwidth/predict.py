@@ -107,15 +107,12 @@ class _RowTime:
 
 def predict_step(model_name: str, size: int, batch: int = 128, train: bool = False, gpu: str = DEFAULT_GPU,
                  dtype: str = "float32", optimizer: str = "sgd", channels: int | None = None,
-                 classes: int | None = None, calibration: Calibration | None = None,
-                 counted: ModelStats | None = None) -> BandwidthResult:
+                 classes: int | None = None, calibration: Calibration | None = None) -> BandwidthResult:
     """The predicted time per layer and per step of one configuration on the catalogue card ``gpu`` (module
     docstring), with the committed coefficients unless ``calibration`` is given. ``optimizer`` applies to training
-    steps (steady state: from the second step on). ``counted``: the static count of this very configuration where the
-    caller has it already, so that it is not counted again (else one meta pass counts and collects the kernels:
-    :func:`count_and_predict_step`)."""
-    return _predict(model_name, size, batch, train, gpu, dtype, optimizer, channels, classes, calibration,
-                    counted)[1]
+    steps (steady state: from the second step on)."""
+    return count_and_predict_step(model_name, size, batch, train, gpu, dtype, optimizer, channels, classes,
+                                  calibration)[1]
 
 
 def count_and_predict_step(model_name: str, size: int, batch: int = 128, train: bool = False,
@@ -124,28 +121,14 @@ def count_and_predict_step(model_name: str, size: int, batch: int = 128, train: 
                            calibration: Calibration | None = None) -> tuple[ModelStats, BandwidthResult]:
     """The static count of one configuration (as :func:`~profiler.counting.count_configs` gives it) and its
     :func:`predict_step`, from one meta pass (:func:`~profiler.bandwidth.kernels.counted_step_kernels`)."""
-    return _predict(model_name, size, batch, train, gpu, dtype, optimizer, channels, classes, calibration, None)
-
-
-def _predict(model_name: str, size: int, batch: int, train: bool, gpu: str, dtype: str, optimizer: str,
-             channels: int | None, classes: int | None, calibration: Calibration | None,
-             counted: ModelStats | None) -> tuple[ModelStats, BandwidthResult]:
     _check(dtype, optimizer)
     card = gpu_spec(gpu)
     spec = resolve(model_name)
     model = build(spec, size, channels, classes)
-    shape = spec.input_shape(batch, size, channels)
-    if counted is not None and (tuple(counted.input_shape), counted.mode, counted.dtype) != (
-            tuple(shape), Mode.of(train), dtype):
-        raise ValueError(f"the count given is of {counted.input_shape} {counted.mode} {counted.dtype}, not of the "
-                         f"configuration predicted ({shape} {Mode.of(train)} {dtype})")
-    nhwc = nhwc_convolutions(card, dtype)
     try:
-        if counted is None:
-            stats, kernels = counted_step_kernels(model, shape, train, getattr(torch, dtype), optimizer, nhwc,
-                                                  name=spec.name, model_source=spec.source)
-        else:
-            stats, kernels = counted, step_kernels(model, shape, train, getattr(torch, dtype), optimizer, nhwc)
+        stats, kernels = counted_step_kernels(model, spec.input_shape(batch, size, channels), train,
+                                              getattr(torch, dtype), optimizer, nhwc_convolutions(card, dtype),
+                                              name=spec.name, model_source=spec.source)
     except ForwardFailed as failure:
         raise explain(spec, size, channels, classes, failure) from None
     modules = named_modules(model)
