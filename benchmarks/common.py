@@ -186,6 +186,17 @@ def run_command(argv: list[str], cwd: Path) -> None:
         raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()}")
 
 
+def time_commands(benchmark: str, commands: Mapping[str, list[str]], cwd: Path, repeats: int) -> dict[str, Timing]:
+    """Each command as a whole process (:func:`run_command`): one untimed warm-up each (page cache, bytecode), then
+    ``repeats`` :func:`interleaved` rounds."""
+    tasks = {label: (lambda argv=argv: run_command(argv, cwd)) for label, argv in commands.items()}
+    for label, task in tasks.items():
+        progress(f"{benchmark}: warm-up {label}")
+        task()
+    progress(f"{benchmark}: {repeats} interleaved rounds")
+    return interleaved(tasks, repeats)
+
+
 # --- output --------------------------------------------------------------------------------------------------------
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: Sequence[str] | None = None) -> str:

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import Section, interleaved, markdown_table, progress, ratio, run_command, text_table
+from benchmarks.common import Section, markdown_table, ratio, text_table, time_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 REPEATS = 3
@@ -27,12 +27,7 @@ def run() -> Section:
             "python -m profiler report --out TMP": [sys.executable, "-m", "profiler", "report", "--out",
                                                     str(Path(tmp) / "reports")],
         }
-        tasks = {label: (lambda argv=argv: run_command(argv, ROOT)) for label, argv in commands.items()}
-        for label, task in tasks.items():
-            progress(f"reports: warm-up {label}")
-            task()
-        progress(f"reports: {REPEATS} interleaved rounds")
-        timings = interleaved(tasks, REPEATS)
+        timings = time_commands("reports", commands, ROOT, REPEATS)
         written = sum(1 for path in (Path(tmp) / "reports").rglob("*") if path.is_file())
     base, report = timings['python -c "import torch"'], timings["python -m profiler report --out TMP"]
     measured = report.median_s / base.median_s

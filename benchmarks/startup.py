@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from benchmarks.common import Section, interleaved, markdown_table, progress, ratio, run_command, text_table
+from benchmarks.common import Section, markdown_table, ratio, text_table, time_commands
 from profiler.models.zoo import CHAPTER7
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,12 +35,7 @@ COMMANDS: dict[str, list[str]] = {
 def run() -> Section:
     """Time the three commands (one untimed warm-up each: page cache, bytecode), then ``REPEATS`` interleaved rounds;
     the verdict compares the medians."""
-    tasks = {label: (lambda argv=argv: run_command(argv, ROOT)) for label, argv in COMMANDS.items()}
-    for label, task in tasks.items():
-        progress(f"startup: warm-up {label}")
-        task()
-    progress(f"startup: {REPEATS} interleaved rounds")
-    timings = interleaved(tasks, REPEATS)
+    timings = time_commands("startup", COMMANDS, ROOT, REPEATS)
     base = timings[BARE_IMPORT]
     cli = timings[ALL_CONFIGS]
     measured = cli.median_s / base.median_s
