@@ -98,12 +98,17 @@ from profiler.memory.runner import predict_config
 with dynamo_import_skipped():
     counted = count_configs(["nin"], [96], batch=4, train=True)[0]
     memory = predict_config("nin", 96, 4, train=True, gpu="h200")  # an optimizer step: graph_break()
+    # activation checkpointing reads torch._dynamo.config: the config module alone
+    saver = predict_config("nin", 96, 4, train=True, gpu="h200", checkpoint=True)
     untouched = type(sys.modules["torch._dynamo"]).__name__ == "_DynamoStandIn"  # (hasattr would hand over)
     import torch._dynamo
-    config = torch._dynamo.config  # anything else: the real module, imported now
-    real = hasattr(sys.modules["torch._dynamo"], "optimize") and config is sys.modules["torch._dynamo.config"]
+    config = torch._dynamo.config
+    untouched = untouched and config is sys.modules["torch._dynamo.config"] and "torch._dynamo.eval_frame" not in \
+        sys.modules
+    optimize = torch._dynamo.optimize  # anything else: the real module, imported now, with the same config module
+    real = sys.modules["torch._dynamo"].optimize is optimize and sys.modules["torch._dynamo"].config is config
 print(json.dumps([counted.totals.macs, counted.totals.bytes, memory.peak_allocated_bytes, memory.peak_reserved_bytes,
-                  untouched, real]))
+                  saver.peak_allocated_bytes, saver.peak_reserved_bytes, untouched, real]))
 """
 
 
@@ -122,6 +127,7 @@ def test_the_dynamo_stand_in_changes_no_number_and_hands_over_when_more_is_asked
     *numbers, untouched, real = json.loads(done.stdout.strip().splitlines()[-1])
     counted = count_configs(["nin"], [96], batch=4, train=True)[0]
     memory = predict_config("nin", 96, 4, train=True, gpu="h200")
+    saver = predict_config("nin", 96, 4, train=True, gpu="h200", checkpoint=True)
     assert numbers == [counted.totals.macs, counted.totals.bytes, memory.peak_allocated_bytes,
-                       memory.peak_reserved_bytes]
+                       memory.peak_reserved_bytes, saver.peak_allocated_bytes, saver.peak_reserved_bytes]
     assert untouched and real

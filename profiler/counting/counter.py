@@ -8,6 +8,8 @@ functional calls (``F.relu``, ``torch.cat``) inside a module's ``forward`` are c
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 import sys
 import types
 from collections import Counter
@@ -60,11 +62,29 @@ class _CostMode(MetaDispatchMode):
 
 class _DynamoStandIn(types.ModuleType):
     """``torch._dynamo`` for a process that compiles nothing: ``disable(fn)`` is ``fn`` and ``graph_break()`` does
-    nothing (what torch's meta kernels and optimizers call); any other attribute imports the real module, which then
-    replaces this one."""
+    nothing (what torch's meta kernels and optimizers call); ``config`` is dynamo's own config module, imported alone
+    (activation checkpointing reads a flag of it on every call); any other attribute imports the real module, which
+    then replaces this one."""
 
-    def __init__(self) -> None:
+    def __init__(self, config_file: str) -> None:
         super().__init__("torch._dynamo")
+        self._config_file = config_file
+
+    def _config(self) -> types.ModuleType:
+        """``torch._dynamo.config``, loaded from its file alone (its imports are light) and registered under its
+        name, so that the real package reuses it if it is imported later. (The stand-in has no ``__path__``: any
+        other submodule import asks for it, which hands over to the real package.)"""
+        module = sys.modules.get("torch._dynamo.config")
+        if module is None:
+            spec = importlib.util.spec_from_file_location("torch._dynamo.config", self._config_file)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[spec.name]
+                raise
+        return module
 
     @staticmethod
     def disable(fn: Any, recursive: bool = True, wrapping: bool = False) -> Any:
@@ -75,6 +95,8 @@ class _DynamoStandIn(types.ModuleType):
         return None
 
     def __getattr__(self, name: str) -> Any:
+        if name == "config":
+            return self._config()
         _drop_stand_in(self)
         return getattr(importlib.import_module("torch._dynamo"), name)
 
@@ -93,14 +115,19 @@ def dynamo_import_skipped() -> Iterator[None]:
     Several of torch's meta kernels are Python functions wrapped by ``torch._compile._disable_dynamo``, which imports
     ``torch._dynamo`` on their first call only to mark them "never trace" (and caches the marked function); an
     optimizer step calls ``torch._dynamo.graph_break()``. In a process that never compiles, neither changes anything,
-    so while this block runs — and only if dynamo is not loaded yet — a stand-in module answers both; code that needs
-    more of dynamo (activation checkpointing reads its config) gets the real module, imported then. The CLI uses it;
-    library callers who may compile later in the same process should not.
+    so while this block runs — and only if dynamo is not loaded yet — a stand-in module answers both, and hands out
+    dynamo's config module (activation checkpointing reads it); code that needs more of dynamo gets the real module,
+    imported then. The CLI uses it; library callers who may compile later in the same process should not.
     """
     if "torch._dynamo" in sys.modules:
         yield
         return
-    stand_in = _DynamoStandIn()
+    package = importlib.util.find_spec("torch._dynamo")
+    config_file = os.path.join(package.submodule_search_locations[0], "config.py") if package else ""
+    if not os.path.isfile(config_file):
+        yield
+        return
+    stand_in = _DynamoStandIn(config_file)
     sys.modules["torch._dynamo"] = stand_in
     try:
         yield
