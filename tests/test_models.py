@@ -375,3 +375,64 @@ def test_bad_factories_are_user_errors(name, message, factory_dir):
 def test_classes_cannot_be_forced_on_a_factory(factory_dir):
     with pytest.raises(ProfilerError, match="--classes cannot be applied"):
         build(resolve("mypkg.nets:build"), 32, classes=3)
+
+
+# ------------------------------------------------------------------------------ zoo models copied from a prototype
+
+def _layout(model: nn.Module) -> list[tuple]:
+    """Everything of a meta model that a count, trace or measurement reads: module types and modes, parameter and
+    buffer names with shape, strides, dtype and requires_grad, and the printed architecture."""
+    tensors = [(name, type(t).__name__, tuple(t.shape), t.stride(), t.dtype, t.requires_grad, t.device.type)
+               for name, t in [*model.named_parameters(), *model.named_buffers()]]
+    modules = [(name, type(m).__name__, m.training) for name, m in model.named_modules()]
+    return [*tensors, *modules, repr(model)]
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_a_zoo_build_is_a_copy_equal_to_a_fresh_construction_and_shares_nothing_with_the_next(name):
+    from profiler.models import loading
+
+    spec = resolve(name)
+    fresh = loading._forward_once(loading._construct_new(spec, 1, None), (1, 1, 96, 96))
+    first = build(spec, 96)
+    assert _layout(first) == _layout(fresh)
+    # whatever a caller does to its model, the next build is untouched
+    first.eval()
+    for p in first.parameters():
+        p.grad = torch.empty_like(p)
+        p.requires_grad_(False)
+    first.register_forward_hook(lambda *_: None)
+    second = build(resolve(name), 96)
+    assert _layout(second) == _layout(fresh)
+    assert not {id(p) for p in second.parameters()} & {id(p) for p in first.parameters()}
+    assert all(p.grad is None for p in second.parameters()) and not second._forward_hooks
+
+
+def test_the_module_copy_keeps_shared_submodules_and_tied_weights_shared():
+    from profiler.models.loading import _copy_module
+
+    with torch.device("meta"):
+        shared = nn.Linear(4, 4)
+        model = nn.Sequential(shared, nn.ReLU(), shared, nn.Linear(4, 4))
+        model[3].weight = model[0].weight
+    model.extra = [1, {"k": (2, 3)}]
+    copied = _copy_module(model, {})
+    assert copied[0] is copied[2] and copied[0] is not shared
+    assert copied[3].weight is copied[0].weight and copied[3].weight is not shared.weight
+    assert copied.extra == model.extra and copied.extra is not model.extra
+
+
+def test_models_that_are_not_the_zoo_s_own_are_constructed_anew_every_build():
+    from dataclasses import replace
+
+    calls = []
+
+    def make(channels: int, classes: int | None) -> nn.Module:
+        calls.append(channels)
+        return nn.Sequential(nn.Conv2d(channels, 4, 3), nn.Flatten(), nn.LazyLinear(classes or 10))
+
+    zoo = resolve("nin")
+    for spec in (replace(zoo, make=make), replace(zoo, name="mine", make=make, external=True)):
+        calls.clear()
+        first, second = build(spec, 32), build(spec, 32)
+        assert first is not second and len(calls) == 2, spec.name

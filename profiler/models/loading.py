@@ -7,13 +7,16 @@ at batch 1 sizes the ``nn.LazyLinear`` layers and shows whether the input is lar
 
 from __future__ import annotations
 
+import copy
 import difflib
 import importlib
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cache
+from typing import Any
 
 import torch
 from torch import nn
@@ -74,12 +77,19 @@ def resolve(name: str | ModelSpec) -> ModelSpec:
         return _factory_spec(name)
     for entry in ZOO.values():
         if name == entry.name or name in entry.aliases:
-            return ModelSpec(entry.name, entry.family, entry.source, entry.default_size, 1,
-                             lambda channels, classes, b=entry.builder: b(channels, 10 if classes is None else classes))
+            return _zoo_spec(entry.name)
     close = difflib.get_close_matches(name.lower(), zoo_names(), n=3, cutoff=0.5)
     hint = f"did you mean {' or '.join(close)}? " if close else ""
     raise ProfilerError(f"unknown model '{name}': {hint}`python -m profiler models` lists the zoo; "
                         "torchvision:NAME and module.path:callable also work")
+
+
+@cache
+def _zoo_spec(name: str) -> ModelSpec:
+    """The one spec of a zoo model (one per process: :func:`build` recognises it, see :func:`_copy_of`)."""
+    entry = ZOO[name]
+    return ModelSpec(entry.name, entry.family, entry.source, entry.default_size, 1,
+                     lambda channels, classes, b=entry.builder: b(channels, 10 if classes is None else classes))
 
 
 def _torchvision_spec(arch: str) -> ModelSpec:
@@ -149,7 +159,63 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+#: Zoo models this process has constructed or sized: key → the untouched original that :func:`_copy_of` hands out
+#: deep copies of (at most :data:`PROTOTYPE_LIMIT`, the oldest dropped first).
+_PROTOTYPES: dict[tuple, nn.Module] = {}
+PROTOTYPE_LIMIT = 64
+
+
+def _copy_of(spec: ModelSpec, key: tuple, make: Callable[[], nn.Module]) -> nn.Module:
+    """A new ``make()`` — for a zoo model, a deep copy of the first one made in this process: copying a meta model
+    costs a third to a tenth of constructing it (module constructors, weight initialisation, the lazy layers' dry
+    forward), and a report builds each model a dozen times. A zoo model is a function of its key, and the original
+    is never handed out, so no caller can change what the next one gets. Other models (torchvision, factories, the
+    Python API's modules) are made anew every time: their constructors are not ours to assume pure."""
+    if spec.external or spec.name not in ZOO or spec != _zoo_spec(spec.name):
+        return make()
+    key = (spec.name, *key)
+    prototype = _PROTOTYPES.get(key)
+    if prototype is None:
+        prototype = make()
+        if len(_PROTOTYPES) >= PROTOTYPE_LIMIT:
+            del _PROTOTYPES[next(iter(_PROTOTYPES))]
+        _PROTOTYPES[key] = prototype
+    return _copy_module(prototype, {})
+
+
+def _copy_module(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
+    """``copy.deepcopy(module)``, a few times faster: the module tree, parameters and buffers are copied directly
+    and the empty hook dictionaries (a dozen per module) made anew, instead of each going through ``__reduce_ex__``;
+    anything else in a module's ``__dict__`` is deep-copied, all with one ``memo`` (shared modules and tied weights
+    stay shared)."""
+    copied = memo.get(id(module))
+    if copied is not None:
+        return copied
+    copied = object.__new__(type(module))
+    memo[id(module)] = copied
+    state = {}
+    for key, value in module.__dict__.items():
+        if key == "_modules":
+            state[key] = {name: None if child is None else _copy_module(child, memo) for name, child in value.items()}
+        elif key in ("_parameters", "_buffers"):
+            state[key] = {name: copy.deepcopy(tensor, memo) for name, tensor in value.items()}
+        elif type(value) in _EMPTY_COPIES and not value:
+            state[key] = type(value)()
+        else:
+            state[key] = copy.deepcopy(value, memo)
+    copied.__dict__.update(state)
+    return copied
+
+
+_EMPTY_COPIES = (dict, OrderedDict, set)
+
+
 def _construct(spec: ModelSpec, channels: int, classes: int | None) -> nn.Module:
+    """Construct on meta (see :func:`_copy_of`)."""
+    return _copy_of(spec, ("constructed", channels, classes), lambda: _construct_new(spec, channels, classes))
+
+
+def _construct_new(spec: ModelSpec, channels: int, classes: int | None) -> nn.Module:
     """Construct on meta; if the constructor computes with tensors, construct on the CPU and move to meta."""
     try:
         with torch.device("meta"):
@@ -202,7 +268,10 @@ def tracked_forward(scopes: ModuleScopes, model: nn.Module) -> Iterator[None]:
 
 def _dry_forward(spec: ModelSpec, shape: tuple[int, ...], classes: int | None) -> nn.Module:
     """Construct and run one meta forward at ``shape`` (eval mode, no grad), sizing lazy layers."""
-    model = _construct(spec, shape[1], classes)
+    return _forward_once(_construct(spec, shape[1], classes), shape)
+
+
+def _forward_once(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
     scopes = ModuleScopes(named_modules(model))
     training = model.training
     model.eval()
@@ -223,8 +292,9 @@ def build(spec: ModelSpec, size: int, channels: int | None = None, classes: int 
     model = _construct(spec, spec.input_shape(1, size, channels)[1], classes)
     if not any(isinstance(m, LazyModuleMixin) for m in model.modules()):
         return model
+    shape = spec.input_shape(1, size, channels)
     try:
-        return _dry_forward(spec, spec.input_shape(1, size, channels), classes)
+        return _copy_of(spec, ("sized", shape, classes), lambda: _forward_once(model, shape))
     except ForwardFailed as failure:
         raise explain(spec, size, channels, classes, failure) from None
 
