@@ -65,7 +65,7 @@ from torch import nn
 
 from profiler.catalogue import GpuSpec, Precision
 from profiler.counting import ModelStats, count_model
-from profiler.counting.rules import op_cost, tensor_bytes
+from profiler.counting.rules import OpCost, op_cost, tensor_bytes
 from profiler.errors import ProfilerError
 from profiler.kinds import OPTIMIZER_ROW, ROOT_ROW, OpClass, Phase
 
@@ -184,10 +184,12 @@ def _conv_gemm(result: torch.Tensor, groups: int) -> tuple[int, int, int]:
     return groups, result.shape[0] * math.prod(result.shape[2:]), result.shape[1] // groups
 
 
-def op_kernels(func: Any, args: tuple, kwargs: dict, out: Any, nhwc: bool = False) -> list[Launch]:
+def op_kernels(func: Any, args: tuple, kwargs: dict, out: Any, nhwc: bool = False, cost: OpCost | None = None
+               ) -> list[Launch]:
     """Each kernel one call of ``func`` launches on CUDA (module docstring); ``nhwc``: cuDNN runs convolutions
-    channels-last (:func:`nhwc_convolutions`), so their channels-first operands are transposed first."""
-    cost = op_cost(func, args, kwargs, out)
+    channels-last (:func:`nhwc_convolutions`), so their channels-first operands are transposed first. ``cost``: the
+    call's :func:`~profiler.counting.rules.op_cost`, where the caller has it already."""
+    cost = op_cost(func, args, kwargs, out) if cost is None else cost
     if cost.bytes == 0:
         return []
     packet, name = func.overloadpacket, str(func.overloadpacket).removeprefix("aten.")
@@ -333,10 +335,10 @@ class _KernelCollector:
         self.kernels: list[Kernel] = []
         self.calls_without_kernels = 0
 
-    def observe(self, func: Any, args: tuple, kwargs: dict, out: Any, layer: str) -> None:
+    def observe(self, func: Any, args: tuple, kwargs: dict, out: Any, layer: str, cost: OpCost) -> None:
         layer = layer or ROOT_ROW
         phase = Phase.BACKWARD if torch._C._current_graph_task_id() != -1 else Phase.FORWARD
-        launched = op_kernels(func, args, kwargs, out, self.nhwc)
+        launched = op_kernels(func, args, kwargs, out, self.nhwc, cost)
         if not launched and not _eager_call(func):
             return
         calls = self.calls_without_kernels + 1

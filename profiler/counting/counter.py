@@ -22,15 +22,16 @@ import torch
 from torch import nn
 
 from profiler.counting.records import Counts, LayerStats, ModelStats
-from profiler.counting.rules import op_cost
+from profiler.counting.rules import OpCost, op_cost
 from profiler.kinds import LOSS_ROW, ROOT_ROW, UNUSED_ROW, Mode, Phase, RowKind
 from profiler.meta import MetaDispatchMode, meta_call
 from profiler.models.loading import tracked_forward
 from profiler.scopes import ModuleScopes, in_backward, named_modules
-from profiler.step import Step, StepConfig, make_batch
+from profiler.step import Step, StepConfig, in_dtype, make_batch
 
-#: Called with every op of a counted step, after the counter: (op, args, kwargs, outputs, the running layer's name).
-OpObserver = Callable[[Any, tuple, dict, Any, str], None]
+#: Called with every op of a counted step, after the counter: (op, args, kwargs, outputs, the running layer's name,
+#: the op's cost as the counter counted it).
+OpObserver = Callable[[Any, tuple, dict, Any, str, OpCost], None]
 
 
 class _CostMode(MetaDispatchMode):
@@ -56,7 +57,7 @@ class _CostMode(MetaDispatchMode):
         phase = Phase.BACKWARD if in_backward() else Phase.FORWARD
         self.phases.setdefault(phase, Counts()).add(row)
         if self.observe is not None:
-            self.observe(func, args, kwargs, out, layer)
+            self.observe(func, args, kwargs, out, layer, cost)
         return out
 
 
@@ -148,7 +149,7 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...], name: str = "", 
     time model collects its kernels so, without a second pass).
     """
     modules = named_modules(model)
-    model = model.to(dtype)
+    model = in_dtype(model, dtype)
     x, y = make_batch(tuple(input_shape), 1, dtype, "meta")
     was_training = model.training
     # a fresh step: gradients left by an earlier count would add accumulation work, so set them aside
