@@ -46,6 +46,14 @@ class MetaDispatchMode(TorchDispatchMode):
         return False
 
 
+class CachedMeta(MetaDispatchMode):
+    """Every op of the block answered by :func:`meta_call`: a meta forward that only needs the outputs' shapes (the
+    lazy layers' dry forward, the smallest-input search) at the cache's speed."""
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        return meta_call(func, args, kwargs or {})
+
+
 def _plan(func: Any) -> tuple[list[int], list[str]] | None:
     """Which arguments ``func`` writes (to bump their versions), or None if its results cannot be replayed: outputs
     that alias inputs, ops whose output shape depends on values."""

@@ -24,6 +24,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 
 from profiler.errors import ProfilerError
 from profiler.kinds import ROOT_ROW
+from profiler.meta import CachedMeta
 from profiler.models.zoo import ZOO
 from profiler.scopes import ModuleScopes, named_modules
 
@@ -276,7 +277,8 @@ def _forward_once(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
     training = model.training
     model.eval()
     try:
-        with torch.device("meta"), torch.no_grad(), scopes.attached(), tracked_forward(scopes, model):
+        with (torch.device("meta"), torch.no_grad(), scopes.attached(), tracked_forward(scopes, model),
+              CachedMeta()):
             model(torch.empty(shape, device="meta"))
     finally:
         model.train(training)
