@@ -18,6 +18,7 @@ resets CUDA's peak statistics, a profiler opens its ranges.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -93,6 +94,15 @@ def make_optimizer(name: Optimizer | str, params: list[nn.Parameter]) -> torch.o
     if name is Optimizer.SGD_MOMENTUM:
         return torch.optim.SGD(params, lr=SGD_LEARNING_RATE, momentum=MOMENTUM, foreach=True)
     return torch.optim.Adam(params, lr=ADAM_LEARNING_RATE, foreach=True)
+
+
+def in_dtype(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """``model.to(dtype)``, which casts the floating-point (and complex) parameters and buffers in place; a model
+    already in ``dtype`` is returned as it is (``to`` would walk every module and tensor to change nothing)."""
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    if all(t.dtype == dtype for t in tensors if t.is_floating_point() or t.is_complex()):
+        return model
+    return model.to(dtype)
 
 
 def make_batch(shape: tuple[int, ...], num_classes: int, dtype: torch.dtype, device: torch.device | str

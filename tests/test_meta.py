@@ -131,3 +131,46 @@ def test_the_dynamo_stand_in_changes_no_number_and_hands_over_when_more_is_asked
     assert numbers == [counted.totals.macs, counted.totals.bytes, memory.peak_allocated_bytes,
                        memory.peak_reserved_bytes, saver.peak_allocated_bytes, saver.peak_reserved_bytes]
     assert untouched and real
+
+
+def test_a_model_already_in_the_step_dtype_is_not_cast_and_any_other_is():
+    from torch import nn
+
+    from profiler.step import in_dtype
+
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4))
+    weight = model[0].weight
+    assert in_dtype(model, torch.float32) is model and model[0].weight is weight
+    model[1].running_mean = model[1].running_mean.to(torch.bfloat16)  # one buffer off: the whole model is cast
+    in_dtype(model, torch.float32)
+    assert model[1].running_mean.dtype == torch.float32
+    assert model[1].num_batches_tracked.dtype == torch.long  # integer buffers are left alone, as by to()
+    in_dtype(model, torch.bfloat16)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+def test_the_dry_forward_under_the_meta_cache_sizes_lazy_layers_and_fails_where_the_plain_one_does():
+    from torch import nn
+
+    from profiler.meta import CachedMeta
+
+    def net() -> nn.Module:
+        with torch.device("meta"):
+            return nn.Sequential(nn.Conv2d(1, 8, 5), nn.BatchNorm2d(8), nn.MaxPool2d(2), nn.Flatten(),
+                                 nn.LazyLinear(3))
+
+    plain, cached = net().eval(), net().eval()
+    x = torch.empty(2, 1, 13, 13, device="meta")
+    with torch.no_grad():
+        expected = plain(x)
+        with CachedMeta():
+            out = cached(x)
+    assert out.shape == expected.shape == (2, 3)
+    assert cached[4].weight.shape == plain[4].weight.shape == (3, 8 * 4 * 4)
+    small = torch.empty(2, 1, 4, 4, device="meta")
+    with pytest.raises(RuntimeError) as plain_error, torch.no_grad():
+        plain(small)
+    with pytest.raises(RuntimeError) as cached_error, torch.no_grad(), CachedMeta():
+        cached(small)
+    assert str(cached_error.value) == str(plain_error.value)

@@ -42,7 +42,7 @@ from profiler.memory.layers import LayerBytes
 from profiler.meta import MetaDispatchMode, meta_call
 from profiler.models.loading import tracked_forward
 from profiler.scopes import ModuleScopes, in_backward, named_modules
-from profiler.step import Step, StepConfig, StepObserver, make_batch
+from profiler.step import Step, StepConfig, StepObserver, in_dtype, make_batch
 from profiler.util.tensors import tensor_leaves
 
 aten = torch.ops.aten
@@ -284,7 +284,7 @@ def trace_step(model: nn.Module, input_shape: tuple[int, ...], config: StepConfi
     lazily created state — optimizer buffers, cuDNN plans, cuBLAS workspaces — exists). Attention is traced as it
     runs on ``gpu`` (default: the catalogue's default card). A failing forward raises
     :class:`~profiler.models.loading.ForwardFailed` naming the layer."""
-    model = model.to(config.torch_dtype)
+    model = in_dtype(model, config.torch_dtype)
     attention = CudaAttention(gpu or GPUS[DEFAULT_GPU])
     modules = named_modules(model)
     scopes = ModuleScopes(modules, track_backward=config.train)
