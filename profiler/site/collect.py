@@ -182,10 +182,11 @@ def collect() -> ReportData:
     _preload()
     sizes = [(entry.name, size) for entry in ZOO.values() for size in report_sizes(entry.name)]
     validated = _validated_configs()
-    # the longest pieces first (validation traces 24 steps; the zoo ends with its largest models), so that no worker
-    # is left with one of them at the end
+    # the longest pieces first (validation traces 24 steps; torchvision's AlexNet imports torchvision, and with it
+    # torch._dynamo; the zoo ends with its largest models), so that no worker is left with one of them at the end
     tasks: dict[object, tuple] = {
         "memory_errors": (_memory_errors, (), {}),
+        "torchvision_alexnet": (_count, ("torchvision:alexnet", 224), {}),
         **{pair: (_size_fields, pair, dict(memory=pair not in validated)) for pair in reversed(sizes)},
         **{f"alexnet_batch_{b}": (predict_config, ("alexnet", 224, b), dict(train=True, gpu=GPU))
            for b in ALEXNET_BATCHES},
@@ -195,7 +196,6 @@ def collect() -> ReportData:
         "nin_three_channels": (_count, ("nin", 224), dict(channels=3)),
         **{f"smallest_{name}": (_smallest, (name,), {}) for name in CHAPTER7},
         **{f"pointwise_{name}": (_pointwise_params, (name, 224), {}) for name in CHAPTER7},
-        "torchvision_alexnet": (_count, ("torchvision:alexnet", 224), {}),
     }
     with frozen_heap():
         extra = dict(zip(tasks, run_all(list(tasks.values())), strict=True))
