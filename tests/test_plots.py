@@ -75,3 +75,22 @@ def test_labels_that_cannot_all_fit_are_left_out_or_placed_where_they_cover_the_
     assert 0 < len(optional) < len(crowd)
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
     assert len(place_labels(ax, crowd, names)) == len(crowd)  # required: every one written, overlaps or not
+
+
+def test_plots_are_built_and_drawn_under_the_plot_style_and_leave_matplotlib_as_it_was():
+    import matplotlib
+
+    from profiler.format.plots import STYLE, drawn_png, new_figure
+
+    seen = []
+
+    def draw() -> object:
+        seen.append(matplotlib.rcParams["text.hinting"])
+        figure = new_figure(2, 1)
+        figure.add_subplot().set_title("hinting")
+        return figure
+
+    before = matplotlib.rcParams["text.hinting"]
+    png = drawn_png(draw)
+    assert png.startswith(b"\x89PNG") and seen == [STYLE["text.hinting"]] == ["none"]
+    assert matplotlib.rcParams["text.hinting"] == before

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from matplotlib.figure import Figure
 
 from profiler.bandwidth.records import BandwidthResult
-from profiler.format.plots import new_figure, palette, place_labels, png_bytes, roofline_figure
+from profiler.format.plots import drawn_png, new_figure, palette, place_labels, roofline_figure
 from profiler.memory.trace import CATEGORIES
 from profiler.models.zoo import CHAPTER7
 from profiler.site.collect import BATCH, SIZES, ReportData, SizeData
@@ -147,8 +147,6 @@ FIGURES = {
 }
 
 
-def _png(draw: Callable[..., Figure], *args: object) -> bytes:
-    return png_bytes(draw(*args))
 
 
 #: The report data the whole-report figures draw from while :func:`render_figures` runs: forked workers inherit
@@ -157,7 +155,7 @@ _DRAWING: list[ReportData] = []
 
 
 def _report_png(draw: Callable[[ReportData], Figure]) -> bytes:
-    return png_bytes(draw(_DRAWING[-1]))
+    return drawn_png(draw, _DRAWING[-1])
 
 
 def render_figures(data: ReportData) -> dict[str, bytes]:
@@ -168,7 +166,7 @@ def render_figures(data: ReportData) -> dict[str, bytes]:
     tasks = {file: (_report_png, (draw,), {}) for file, (_, draw) in FIGURES.items()}
     for name, model in data.models.items():
         sd = model.sizes[model.book_size]
-        tasks[roofline_file(name)] = (_png, (roofline, sd.time_inference, sd.time_train), {})
+        tasks[roofline_file(name)] = (drawn_png, (roofline, sd.time_inference, sd.time_train), {})
     _DRAWING.append(data)
     try:
         with frozen_heap():
