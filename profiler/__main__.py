@@ -1,7 +1,5 @@
 """``python -m profiler`` entry point."""
 
-import sys
+from profiler.cli import run
 
-from profiler.cli import main
-
-sys.exit(main())
+run()

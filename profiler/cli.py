@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from profiler.catalogue import DEFAULT_GPU, GPUS
 from profiler.errors import EXIT_USAGE, ProfilerError
@@ -310,3 +312,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("profiler: interrupted\n")
         return 130
+
+
+def run(argv: Sequence[str] | None = None) -> NoReturn:
+    """The program (``python -m profiler``, the ``profiler`` script): :func:`main`, then exit without the
+    interpreter's teardown.
+
+    Tearing down torch — C++ static destructors, millions of Python objects, matplotlib — takes 0.5–1 s after the
+    work is done, a tenth of ``report``, and does nothing a finished command needs: every file a command writes is
+    complete and closed (written under a temporary name, then renamed) before :func:`main` returns, and the output
+    streams are flushed here. The normal exit runs instead where something still waits for it: a tracer or profiler
+    (coverage, cProfile) writes its results at exit, and another thread that is not a daemon would be waited for."""
+    try:
+        code = main(argv)
+    except SystemExit as done:  # argparse's usage errors, --help, --version
+        code = done.code if isinstance(done.code, int) else 0 if done.code is None else 1
+        if not isinstance(done.code, int | None):
+            sys.stderr.write(f"{done.code}\n")
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that went away (`| head`), a stream already closed
+            pass
+    if _watched() or any(t.is_alive() and not t.daemon for t in threading.enumerate()
+                         if t is not threading.main_thread()):
+        sys.exit(code)
+    os._exit(code)
+
+
+def _watched() -> bool:
+    """Whether a tracer or profiler runs (``sys.settrace``/``setprofile``, or a ``sys.monitoring`` tool)."""
+    if sys.gettrace() is not None or sys.getprofile() is not None:
+        return True
+    monitoring = getattr(sys, "monitoring", None)
+    return monitoring is not None and any(monitoring.get_tool(tool) is not None for tool in range(6))

@@ -263,3 +263,47 @@ def test_gpus_lists_every_card_with_its_roofs_and_sources(cli):
     assert {card["key"] for card in cards} >= {"h100", "h200", "t4", "v100-16gb", "l4"}
     t4 = next(card for card in cards if card["key"] == "t4")
     assert t4["tf32_flops_per_s"] is None and t4["cublas_workspace_bytes"] == 4096 * 1024 * 2 + 16 * 1024 * 8
+
+
+class _Exited(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def test_the_program_exits_with_main_s_code_at_once_unless_a_profiler_or_another_thread_waits(monkeypatch, capsys):
+    import sys
+    import threading
+
+    from profiler import cli
+
+    def exit_now(code: int) -> None:
+        raise _Exited(code)
+
+    watched = cli._watched
+    monkeypatch.setattr(cli.os, "_exit", exit_now)
+    monkeypatch.setattr(cli, "_watched", lambda: False)  # (pytest may run under coverage)
+    for argv, code in ((["flops", "nin"], 0), (["flops", "nosuch"], 2), (["--bogus"], 2)):
+        with pytest.raises(_Exited) as exited:
+            cli.run(argv)
+        assert exited.value.code == code, argv
+    assert "totals: 1,992,166 params" in capsys.readouterr().out
+    # a thread that is not a daemon would be waited for by the normal exit: it runs
+    release = threading.Event()
+    waiting = threading.Thread(target=release.wait)
+    waiting.start()
+    try:
+        with pytest.raises(SystemExit) as done:
+            cli.run(["flops", "nin"])
+        assert done.value.code == 0
+    finally:
+        release.set()
+        waiting.join()
+    # under a profiler (it writes its results at exit) the normal exit runs too
+    monkeypatch.setattr(cli, "_watched", watched)
+    sys.setprofile(lambda *args: None)
+    try:
+        with pytest.raises(SystemExit):
+            cli.run(["flops", "nosuch"])
+    finally:
+        sys.setprofile(None)
