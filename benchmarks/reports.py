@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import Section, markdown_table, ratio, text_table, time_commands
+from benchmarks.common import EXIT_NOTE, Section, markdown_table, ratio, text_table, time_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 REPEATS = 3
@@ -42,7 +42,7 @@ def run() -> Section:
         f"Whole commands, each a fresh subprocess, output discarded; one untimed warm-up each, then {REPEATS} rounds "
         f"in turn. The report computes every count and prediction on meta tensors (on every core: "
         f"`profiler/util/parallel.py`), reads the measurements of `reports/data/`, draws the figures and writes "
-        f"{written} files.",
+        f"{written} files. {EXIT_NOTE}",
         markdown_table(("target", "measured", "result"), [target]),
         markdown_table(headers, rows, ("left", "right", "right", "right", "right")),
     ])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from benchmarks.common import Section, markdown_table, ratio, text_table, time_commands
+from benchmarks.common import EXIT_NOTE, Section, markdown_table, ratio, text_table, time_commands
 from profiler.models.zoo import CHAPTER7
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,8 @@ def run() -> Section:
     body = "\n\n".join([
         "Wall time of whole commands, each a fresh subprocess from the repository root with output discarded: "
         "interpreter start, imports, model building, counting and writing the CSV. "
-        f"One untimed warm-up each, then {REPEATS} rounds in turn (bare import, 12-config call, single config).",
+        f"One untimed warm-up each, then {REPEATS} rounds in turn (bare import, 12-config call, single config). "
+        f"{EXIT_NOTE}",
         markdown_table(("target", "measured", "result"), [target]),
         markdown_table(headers, [(f"`{label}`", *rest) for label, *rest in rows], align),
     ])
