@@ -168,7 +168,7 @@ PROTOTYPE_LIMIT = 64
 
 def _copy_of(spec: ModelSpec, key: tuple, make: Callable[[], nn.Module]) -> nn.Module:
     """A new ``make()`` — for a zoo model, a deep copy of the first one made in this process: copying a meta model
-    costs a third to a tenth of constructing it (module constructors, weight initialisation, the lazy layers' dry
+    costs a quarter to a twentieth of constructing it (module constructors, weight initialisation, the lazy layers' dry
     forward), and a report builds each model a dozen times. A zoo model is a function of its key, and the original
     is never handed out, so no caller can change what the next one gets. Other models (torchvision, factories, the
     Python API's modules) are made anew every time: their constructors are not ours to assume pure."""
