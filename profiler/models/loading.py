@@ -160,7 +160,7 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-#: Zoo models this process has constructed or sized: key → the untouched original that :func:`_copy_of` hands out
+#: Zoo models this process has constructed or built: key → the untouched original that :func:`_copy_of` hands out
 #: deep copies of (at most :data:`PROTOTYPE_LIMIT`, the oldest dropped first).
 _PROTOTYPES: dict[tuple, nn.Module] = {}
 PROTOTYPE_LIMIT = 64
@@ -172,7 +172,7 @@ def _copy_of(spec: ModelSpec, key: tuple, make: Callable[[], nn.Module]) -> nn.M
     forward), and a report builds each model a dozen times. A zoo model is a function of its key, and the original
     is never handed out, so no caller can change what the next one gets. Other models (torchvision, factories, the
     Python API's modules) are made anew every time: their constructors are not ours to assume pure."""
-    if spec.external or spec.name not in ZOO or spec != _zoo_spec(spec.name):
+    if spec.name not in ZOO or spec is not _zoo_spec(spec.name):
         return make()
     key = (spec.name, *key)
     prototype = _PROTOTYPES.get(key)
@@ -291,14 +291,18 @@ def build(spec: ModelSpec, size: int, channels: int | None = None, classes: int 
 
     Raises :class:`ProfilerError` when that forward fails (see :func:`explain`).
     """
-    model = _construct(spec, spec.input_shape(1, size, channels)[1], classes)
-    if not any(isinstance(m, LazyModuleMixin) for m in model.modules()):
-        return model
     shape = spec.input_shape(1, size, channels)
     try:
-        return _copy_of(spec, ("sized", shape, classes), lambda: _forward_once(model, shape))
+        return _copy_of(spec, ("built", shape, classes), lambda: _sized(_construct(spec, shape[1], classes), shape))
     except ForwardFailed as failure:
         raise explain(spec, size, channels, classes, failure) from None
+
+
+def _sized(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
+    """``model`` with its lazy layers sized by a dry forward at ``shape`` (a model without any is returned as it is)."""
+    if not any(isinstance(m, LazyModuleMixin) for m in model.modules()):
+        return model
+    return _forward_once(model, shape)
 
 
 def explain(spec: ModelSpec, size: int, channels: int | None, classes: int | None,
