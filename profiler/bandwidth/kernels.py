@@ -68,6 +68,7 @@ from profiler.counting import ModelStats, count_model
 from profiler.counting.rules import OpCost, op_cost, tensor_bytes
 from profiler.errors import ProfilerError
 from profiler.kinds import OPTIMIZER_ROW, ROOT_ROW, OpClass, Phase
+from profiler.scopes import in_backward
 
 aten = torch.ops.aten
 #: The autograd node that hands each parameter its gradient.
@@ -337,7 +338,7 @@ class _KernelCollector:
 
     def observe(self, func: Any, args: tuple, kwargs: dict, out: Any, layer: str, cost: OpCost) -> None:
         layer = layer or ROOT_ROW
-        phase = Phase.BACKWARD if torch._C._current_graph_task_id() != -1 else Phase.FORWARD
+        phase = Phase.BACKWARD if in_backward() else Phase.FORWARD
         launched = op_kernels(func, args, kwargs, out, self.nhwc, cost)
         if not launched and not _eager_call(func):
             return

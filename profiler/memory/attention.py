@@ -55,6 +55,7 @@ from torch.utils._python_dispatch import _disable_current_modes
 from profiler.catalogue import GpuSpec
 from profiler.errors import ProfilerError
 from profiler.kinds import AttentionKernel
+from profiler.scopes import in_backward
 
 aten = torch.ops.aten
 K = AttentionKernel
@@ -675,7 +676,7 @@ class CudaAttention:
         choice = select_kernel(self.gpu, call, self.flags or SdpaFlags.current())
         heads_differ = len({query.shape[-3], key.shape[-3], value.shape[-3]}) > 1 if query.dim() == 4 else False
         kernel = K.MATH if heads_differ else choice.kernel   # grouped-query attention: traced on the math path
-        if torch._C._current_graph_task_id() == -1:   # not a checkpoint's recomputation during backward
+        if not in_backward():   # not a checkpoint's recomputation during backward
             self.sdpa_calls[(kernel, str(query.dtype).removeprefix("torch."),
                              choice.reason() if kernel is choice.kernel else "grouped-query heads: not modelled")] += 1
         if kernel is K.MATH:
