@@ -93,9 +93,10 @@ def measure_cuda(name: str | ModelSpec, size: int, batch: int, channels: int | N
     device = torch.device("cuda", torch.cuda.current_device())
     torch.backends.cudnn.benchmark = False
     config = StepConfig.make(train, optimizer, dtype, checkpoint)
-    shape = resolve(name).input_shape(batch, size, channels)
+    spec = resolve(name)
+    shape = spec.input_shape(batch, size, channels)
     try:
-        step = _real_step(name, size, batch, channels, classes, config, device)
+        step = _real_step(spec, size, batch, channels, classes, config, device)
         torch.cuda.synchronize(device)
         baseline = torch.cuda.memory_allocated(device)
         weights = _storage_bytes([*step.model.parameters(), *step.model.buffers()])
@@ -116,13 +117,13 @@ def measure_cuda(name: str | ModelSpec, size: int, batch: int, channels: int | N
         used, note = nvml_used_bytes(device.index)
     except torch.cuda.OutOfMemoryError as err:
         free, total = torch.cuda.mem_get_info(device)
-        raise ProfilerError(f"{resolve(name).name} at {list(shape)} ({config.mode.words}) ran out of GPU memory: "
+        raise ProfilerError(f"{spec.name} at {list(shape)} ({config.mode.words}) ran out of GPU memory: "
                             f"{str(err).splitlines()[0]} The device has {total / 2**30:.1f} GiB; try a smaller --batch "
                             "or --size, or --checkpoint", exit_code=EXIT_OUT_OF_MEMORY) from None
     optimizer_state = _optimizer_state_bytes(step)
     known = weights + inputs + phases.gradient_bytes + optimizer_state
     return MemoryResult(
-        model=resolve(name).name, model_source=resolve(name).source, input_shape=tuple(shape), mode=config.mode,
+        model=spec.name, model_source=spec.source, input_shape=tuple(shape), mode=config.mode,
         source=Source.MEASURED,
         device=torch.cuda.get_device_name(device), device_kind=DeviceKind.CUDA, peak_allocated_bytes=peak,
         peak_reserved_bytes=phases.reserved,
@@ -169,7 +170,8 @@ def measure_cpu(name: str | ModelSpec, size: int, batch: int, channels: int | No
     quiet_torch_profiler()
     device = torch.device("cpu")
     config = StepConfig.make(train, optimizer, dtype, checkpoint)
-    step = _real_step(name, size, batch, channels, classes, config, device)
+    spec = resolve(name)
+    step = _real_step(spec, size, batch, channels, classes, config, device)
     weights = _storage_bytes([*step.model.parameters(), *step.model.buffers()])
     inputs = _storage_bytes([step.x, step.y])
     gradients = _Gradients(step.model)
@@ -189,7 +191,7 @@ def measure_cpu(name: str | ModelSpec, size: int, batch: int, channels: int | No
         peak = max(peak, current)
     total = weights + inputs + optimizer_state + peak
     return MemoryResult(
-        model=resolve(name).name, model_source=resolve(name).source, input_shape=tuple(step.x.shape),
+        model=spec.name, model_source=spec.source, input_shape=tuple(step.x.shape),
         mode=config.mode, source=Source.MEASURED,
         device=provenance(device)["device"] + ", host memory", device_kind=DeviceKind.CPU, peak_allocated_bytes=total,
         peak_reserved_bytes=total, baseline_bytes=weights + inputs,
