@@ -326,9 +326,10 @@ def run(argv: Sequence[str] | None = None) -> NoReturn:
     try:
         code = main(argv)
     except SystemExit as done:  # argparse's usage errors, --help, --version
-        code = done.code if isinstance(done.code, int) else 0 if done.code is None else 1
-        if not isinstance(done.code, int | None):
-            sys.stderr.write(f"{done.code}\n")
+        code = 0 if done.code is None else done.code
+        if not isinstance(code, int):  # a message, which Python's own exit would print
+            sys.stderr.write(f"{code}\n")
+            code = 1
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
