@@ -15,7 +15,7 @@ import pytest
 
 from profiler.cli import main
 from profiler.counting.compare import REASONS, FvcoreComparison, _differences, compare_fvcore
-from profiler.kinds import FvcoreReason
+from profiler.kinds import SCHEMA_VERSION, FvcoreReason
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT / "docs" / "peers.md"
@@ -197,7 +197,9 @@ def test_compare_prints_both_counts_per_layer_and_the_split(capsys: pytest.Captu
 def test_compare_json_is_a_list_with_the_rows_and_reasons(capsys: pytest.CaptureFixture[str]):
     assert main(["flops", "resnet", "--size", "96", "--compare", "fvcore", "--batch", "8", "--format", "json"]) == 0
     [obj] = json.loads(capsys.readouterr().out)
+    assert next(iter(obj)) == "schema_version" and obj["schema_version"] == SCHEMA_VERSION
     assert obj["model"] == "resnet" and obj["input_shape"] == [1, 1, 96, 96]
+    assert obj["model_source"].startswith("d2l") and "source" not in obj  # `source` is measured/predicted only
     assert obj["fvcore_flops"] - obj["macs"] == sum(obj["by_reason"].values())
     assert set(obj["by_reason"]) == set(obj["reasons"]) == {"batch_norm", "adaptive_avg_pool"}
     assert all(row["fvcore_flops"] - row["macs"] == row["difference"] for row in obj["rows"])

@@ -22,7 +22,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from typing import Any
 
@@ -30,7 +30,7 @@ import torch
 
 from profiler.counting.counter import count_model
 from profiler.errors import ProfilerError
-from profiler.kinds import FVCORE_ONLY_ROW, ROOT_ROW, FvcoreReason
+from profiler.kinds import FVCORE_ONLY_ROW, ROOT_ROW, SCHEMA_VERSION, FvcoreReason
 from profiler.models import build, resolve
 from profiler.models.loading import ForwardFailed, explain, to_device
 
@@ -77,6 +77,15 @@ REASONS = {
 }
 
 
+#: How the comparison ran, and what fvcore's flops are in our terms (printed under every comparison, and in its JSON).
+PROTOCOL = ("fvcore traced the real forward (torch.jit) of a CPU copy of the model: batch 1, freshly initialized "
+            "weights, eval mode, autograd on (so nn.MultiheadAttention takes its slow path); ours counted the same "
+            "model and input on meta tensors")
+CONVENTION = ("fvcore counts one fused multiply-add as one flop: on convolutions and matrix products its flops are "
+              "our MACs, so a row without a reason has the same count in both; rows where both count 0 "
+              "(activations, max pooling, dropout...) are left out")
+
+
 @dataclass
 class Difference:
     """Part of fvcore's count minus ours on one row, and why (``flops`` may be negative: fvcore counts less)."""
@@ -108,7 +117,7 @@ class FvcoreComparison:
     reasons for every difference and the ops fvcore did not count."""
 
     model: str
-    source: str
+    model_source: str
     input_shape: tuple[int, ...]
     fvcore_version: str
     rows: list[ComparedRow]
@@ -125,6 +134,19 @@ class FvcoreComparison:
             for difference in row.differences:
                 totals[difference.reason] += difference.flops
         return {reason: totals[reason] for reason in FvcoreReason if reason in totals}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object ``python -m profiler flops --compare fvcore`` prints for this comparison: every field,
+        each row's difference, the difference per reason and each reason's words (``schema_version``:
+        CHANGELOG.md)."""
+        obj = asdict(self)
+        obj["input_shape"] = list(self.input_shape)
+        for row, record in zip(obj["rows"], self.rows, strict=True):
+            row["difference"] = record.difference
+        reasons = self.by_reason
+        obj["by_reason"] = {str(reason): flops for reason, flops in reasons.items()}
+        obj["reasons"] = {str(reason): REASONS[reason] for reason in reasons}
+        return {"schema_version": SCHEMA_VERSION, **obj, "convention": CONVENTION, "protocol": PROTOCOL}
 
 
 def _fvcore() -> Any:
@@ -207,7 +229,7 @@ def compare_fvcore(name: str, size: int | None = None, channels: int | None = No
     if total != counted:  # fvcore counted in a module we have no row for
         rows.append(ComparedRow(FVCORE_ONLY_ROW, "-", 0, total - counted,
                                 [Difference(FvcoreReason.UNEXPLAINED, total - counted)]))
-    return FvcoreComparison(model=spec.name, source=spec.source, input_shape=tuple(shape), fvcore_version=version,
+    return FvcoreComparison(model=spec.name, model_source=spec.source, input_shape=tuple(shape), fvcore_version=version,
                             rows=rows, macs=ours.totals.macs, fvcore_flops=total,
                             unsupported_ops=dict(sorted(analysis.unsupported_ops().items())))
 

@@ -7,10 +7,8 @@ Nothing is computed here beyond picking words: the records carry the counts, dif
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
-from typing import Any
 
-from profiler.counting.compare import REASONS, ComparedRow, FvcoreComparison
+from profiler.counting.compare import CONVENTION, PROTOCOL, REASONS, ComparedRow, FvcoreComparison
 from profiler.format.output import render_table, to_csv, to_json
 from profiler.kinds import FvcoreReason
 from profiler.util.units import shape_str
@@ -27,14 +25,6 @@ SHORT = {
     FvcoreReason.UNEXPLAINED: "unexplained",
 }
 
-PROTOCOL = ("fvcore traced the real forward (torch.jit) of a CPU copy of the model: batch 1, freshly initialized "
-            "weights, eval mode, autograd on (so nn.MultiheadAttention takes its slow path); ours counted the same "
-            "model and input on meta tensors")
-CONVENTION = ("fvcore counts one fused multiply-add as one flop: on convolutions and matrix products its flops are "
-              "our MACs, so a row without a reason has the same count in both; rows where both count 0 "
-              "(activations, max pooling, dropout...) are left out")
-
-
 def _signed(value: int) -> str:
     return f"{value:+,}" if value else "0"
 
@@ -50,8 +40,9 @@ def _why(row: ComparedRow) -> str:
 
 
 def _block(result: FvcoreComparison, fmt: str) -> str:
-    head = (f"{result.model}{f' ({result.source})' if result.source else ''} · input {shape_str(result.input_shape)} "
-            f"· inference · our MACs beside fvcore {result.fvcore_version}'s flops")
+    origin = f" ({result.model_source})" if result.model_source else ""
+    head = (f"{result.model}{origin} · input {shape_str(result.input_shape)} · inference · our MACs beside fvcore "
+            f"{result.fvcore_version}'s flops")
     headers = ["layer", "type", "ours: MACs", "fvcore: flops", "fvcore − ours", "why"]
     rows = [[r.name, r.type, f"{r.macs:,}", f"{r.fvcore_flops:,}", _signed(r.difference), _why(r)]
             for r in result.rows]
@@ -70,25 +61,13 @@ def _block(result: FvcoreComparison, fmt: str) -> str:
     return "\n".join([head, "", table, "", *lines])
 
 
-def comparison_json(result: FvcoreComparison) -> dict[str, Any]:
-    """The JSON object of one comparison: every field of the record, the difference per reason and each reason's
-    words."""
-    obj = asdict(result)
-    obj["input_shape"] = list(result.input_shape)
-    for row, record in zip(obj["rows"], result.rows, strict=True):
-        row["difference"] = record.difference
-    obj["by_reason"] = {str(reason): flops for reason, flops in result.by_reason.items()}
-    obj["reasons"] = {str(reason): REASONS[reason] for reason in result.by_reason}
-    return {**obj, "convention": CONVENTION, "protocol": PROTOCOL}
-
-
 CSV_HEADERS = ["model", "input_shape", "layer", "type", "macs", "fvcore_flops", "difference", "reasons"]
 
 
 def format_comparison(results: Sequence[FvcoreComparison], fmt: str) -> str:
     """Render fvcore comparisons as ``fmt`` (table, markdown, json: always a list, csv)."""
     if fmt == "json":
-        return to_json([comparison_json(r) for r in results])
+        return to_json([r.to_dict() for r in results])
     if fmt == "csv":
         return to_csv(CSV_HEADERS, [[r.model, shape_str(r.input_shape), row.name, row.type, row.macs,
                                      row.fvcore_flops, row.difference,
